@@ -1,0 +1,1 @@
+"""What the three scripts share: sparsity distributions, masks, the topology update and FLOP counting."""

@@ -1,0 +1,168 @@
+"""The shared core: densities, masks, the drop/grow update, schedules, targets and counting."""
+
+import pytest
+import torch
+from torch import nn
+
+from common.distributions import er_densities, erk_densities
+from common.flops import forward_flops, training_flops, weight_counts
+from common.masks import keep_top_k_, magnitude_mask, random_mask, reset_adam_moments, sparsify
+from common.topology import (
+    cosine_drop_fraction,
+    gradient_scores,
+    is_topology_step,
+    random_scores,
+    update_mask,
+    update_topology,
+)
+
+OBS, ACT, HIDDEN = 17, 6, 256  # HalfCheetah
+ACTOR = [(HIDDEN, OBS), (HIDDEN, HIDDEN), (ACT, HIDDEN)]
+CRITIC = [(HIDDEN, OBS + ACT), (HIDDEN, HIDDEN), (1, HIDDEN)]
+
+
+def mlp(n_in: int, n_out: int) -> nn.Module:
+    net = nn.Module()
+    net.fc1, net.fc2, net.fc3 = nn.Linear(n_in, HIDDEN), nn.Linear(HIDDEN, HIDDEN), nn.Linear(HIDDEN, n_out)
+    return net
+
+
+def test_er_densities_match_ds_td3_halfcheetah():
+    actor = er_densities(ACTOR[:2], [7, 64]) + [1.0]
+    critic = er_densities(CRITIC[:2], [7, 64]) + [1.0]
+    assert actor[0] == pytest.approx(0.44, abs=0.005) and critic[0] == pytest.approx(0.33, abs=0.005)
+    assert actor[1] == critic[1] == pytest.approx(0.50)
+    numels = [o * i for o, i in ACTOR] + 2 * [o * i for o, i in CRITIC]
+    assert sum(numels) == 214_784  # the paper's dense count for actor + 2 critics
+    nnz = sum(d * n for d, n in zip(actor + critic + critic, numels))
+    assert 1 - nnz / sum(numels) == pytest.approx(0.506, abs=0.002)
+
+
+def test_erk_densities_match_rlx2_halfcheetah():
+    actor = erk_densities(ACTOR, 0.90)
+    critic = erk_densities(2 * CRITIC, 0.85)  # jointly over both Q heads
+    assert actor == pytest.approx([0.45, 0.06, 1.0], abs=0.005)
+    assert critic[:3] == pytest.approx([0.63, 0.10, 1.0], abs=0.005) and critic[3:] == pytest.approx(critic[:3])
+    for shapes, densities, sparsity in ((ACTOR, actor, 0.90), (2 * CRITIC, critic, 0.85)):
+        numels = [o * i for o, i in shapes]
+        assert 1 - sum(d * n for d, n in zip(densities, numels)) / sum(numels) == pytest.approx(sparsity)
+
+
+def test_erk_with_dense_output_layer_and_edge_cases():
+    densities = erk_densities(ACTOR, 0.5, dense=frozenset({2}))
+    assert densities[2] == 1.0 and densities[1] < 1  # the small input layer may come out dense too
+    assert erk_densities(ACTOR, 0.0) == [1.0, 1.0, 1.0]
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError):
+            erk_densities(ACTOR, bad)
+    with pytest.raises(ValueError, match="unreachable"):
+        erk_densities([(10, 10), (1000, 1000)], 0.5, dense=frozenset({1}))
+
+
+def test_mask_inits():
+    assert int(random_mask(torch.Size([256, 17]), 0.3).sum()) == round(0.3 * 256 * 17)
+    w = torch.randn(64, 64)
+    mask = magnitude_mask(w, 0.25)
+    assert int(mask.sum()) == 1024 and w.abs()[mask].min() >= w.abs()[~mask].max()
+
+
+def test_sparsify_zeroes_inactive_weights_and_skips_dense_layers():
+    net = mlp(OBS, ACT)
+    sparse = sparsify(net, {"fc1.weight": 0.44, "fc2.weight": 0.5, "fc3.weight": 1.0}, "bernoulli")
+    assert sparse.names == ["fc1.weight", "fc2.weight"]
+    for w, m in zip(sparse.weights, sparse.masks):
+        assert torch.all(w[m == 0] == 0) and torch.all(w[m == 1] != 0)
+    assert 0.45 < sparse.nnz()[1] / HIDDEN**2 < 0.55
+    assert sparsify(net, {"fc1.weight": 1.0}, "random").names == []
+
+
+def test_update_mask_keeps_count_drops_active_grows_inactive():
+    torch.manual_seed(0)
+    mask = random_mask(torch.Size([64, 32]), 0.3)
+    weight = torch.randn(64, 32) * mask
+    for split in (False, True):
+        new = update_mask(mask, weight, torch.rand(64, 32), 0.2, split_signs=split)
+        assert int(new.sum()) == int(mask.sum())
+        dropped, grown = mask & ~new, new & ~mask
+        assert int(dropped.sum()) > 0 and int(dropped.sum()) == int(grown.sum())
+        assert weight.abs()[dropped].max() <= weight.abs()[mask & new].median()  # the small ones go
+
+
+def test_sign_split_drops_fraction_of_each_sign():
+    weight = torch.cat([torch.linspace(0.01, 1, 80), -torch.linspace(0.01, 1, 20), torch.zeros(20)]).view(12, 10)
+    mask = weight != 0
+    grow_score = (~mask).float()  # grown connections land on the 20 positions that were inactive
+    new = update_mask(mask, weight, grow_score, 0.1, split_signs=True)
+    dropped = mask & ~new
+    assert int(new.sum()) == 100 and int(dropped.sum()) == 10
+    assert torch.equal(
+        weight[dropped].sort().values,
+        torch.cat([-torch.linspace(0.01, 1, 20)[:2], torch.linspace(0.01, 1, 80)[:8]]).sort().values,
+    )
+
+
+def test_update_topology_rigl_grows_largest_gradient():
+    torch.manual_seed(0)
+    net = mlp(OBS, ACT)
+    sparse = sparsify(net, {"fc2.weight": 0.1}, "magnitude")
+    net.fc2(torch.relu(net.fc1(torch.randn(32, OBS)))).pow(2).sum().backward()
+    scores = gradient_scores(sparse)
+    mask = sparse.masks[0].bool().clone()
+    assert scores[0][~mask].abs().sum() > 0  # a dense gradient: RigL sees inactive positions
+    n = int(0.3 * int(mask.sum()))
+    kept = mask.flatten().clone()
+    kept[torch.topk(torch.where(mask, net.fc2.weight.abs(), torch.inf).flatten(), n, largest=False).indices] = False
+    expected = kept.clone()
+    expected[torch.topk(torch.where(kept, -torch.inf, scores[0].flatten()), n).indices] = True
+    grown = update_topology(sparse, scores, 0.3)[0]
+    assert torch.equal(sparse.masks[0].bool().flatten(), expected) and int(grown.sum()) > 0
+    assert int(sparse.masks[0].sum()) == int(mask.sum())
+    assert torch.all(net.fc2.weight[grown] == 0) and torch.all(net.fc2.weight[sparse.masks[0] == 0] == 0)
+    assert torch.equal(sparse.ever_active[0], mask | sparse.masks[0].bool())
+
+
+def test_set_update_many_times_keeps_invariants():
+    torch.manual_seed(1)
+    net = mlp(OBS + ACT, 1)
+    sparse = sparsify(net, {"fc1.weight": 0.33, "fc2.weight": 0.5}, "bernoulli")
+    nnz = sparse.nnz()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(20):
+        opt.zero_grad()
+        net.fc3(torch.relu(net.fc2(torch.relu(net.fc1(torch.randn(16, OBS + ACT)))))).pow(2).mean().backward()
+        opt.step()
+        sparse.apply_()
+        assert all(torch.all(w[m == 0] == 0) for w, m in zip(sparse.weights, sparse.masks))
+        grown = update_topology(sparse, random_scores(sparse), 0.05, split_signs=True)
+        reset_adam_moments(opt, sparse.weights, grown)
+        assert sparse.nnz() == nnz
+        assert all(torch.all(w[m == 0] == 0) for w, m in zip(sparse.weights, sparse.masks))
+        assert all(torch.all(opt.state[w]["exp_avg"][g] == 0) for w, g in zip(sparse.weights, grown))
+    assert sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)
+
+
+def test_keep_top_k_targets():
+    w = torch.tensor([[0.5, -0.1, 0.0], [0.3, -0.7, 0.05]])
+    keep_top_k_([w], [3])
+    assert torch.equal(w, torch.tensor([[0.5, 0.0, 0.0], [0.3, -0.7, 0.0]]))
+    keep_top_k_([w], [3])  # already at k: unchanged
+    assert int(torch.count_nonzero(w)) == 3
+
+
+def test_schedules():
+    steps = [t for t in range(1, 5001) if is_topology_step(t, 1000, 3500)]
+    assert steps == [1000, 2000, 3000]
+    assert cosine_drop_fraction(0, 0.5, 100) == pytest.approx(0.5)
+    assert cosine_drop_fraction(50, 0.5, 100) == pytest.approx(0.25)
+    assert cosine_drop_fraction(100, 0.5, 100) == pytest.approx(0.0)
+
+
+def test_flop_counts():
+    net = mlp(OBS, ACT)
+    dense = forward_flops(net)
+    assert dense == 2 * (17 * 256 + 256 * 256 + 256 * 6) + (256 + 256 + 6) + 2 * 256
+    sparse = sparsify(net, {"fc2.weight": 0.5}, "random")
+    assert weight_counts(net, sparse)["fc2"] == 256 * 256 // 2
+    assert forward_flops(net, sparse) == dense - 256 * 256
+    assert training_flops(10, 100) == 30
+    assert training_flops(10, 100, dense_gradient_interval=9) == pytest.approx((3 * 10 * 9 + 2 * 10 + 100) / 10)

@@ -1,0 +1,115 @@
+"""DS-TD3 end to end: the training loop reaches every update path and keeps the sparse invariants."""
+
+import glob
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from common.flops import weight_counts
+
+SMOKE = ["--total-timesteps", "1200", "--learning-starts", "400", "--batch-size", "32", "--topology-interval", "100", "--topology-end", "800",
+         "--eval-frequency", "600", "--eval-episodes", "1", "--save-model"]  # fmt: skip
+
+
+def zero_outside_masks(sparse) -> bool:
+    return all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(sparse.weights, sparse.masks, strict=True))
+
+
+def scalars(run_dir: str) -> dict[str, list[float]]:
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("target_topology", ["top-k", "online"])
+def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, target_topology):
+    g = run_script("sparse_td3.py", "--env-id", "HalfCheetah-v4", "--target-topology", target_topology, *SMOKE)
+    actor_sparse, critic_sparse = g["actor_sparse"], g["critic_sparse"]
+    assert actor_sparse.names == ["fc1.weight", "fc2.weight"] and len(critic_sparse.names) == 4
+    # 800 training iterations: 400 delayed actor steps, 8 topology updates that changed masks but not their counts
+    assert all(int(s["step"]) == 400 for s in g["actor_optimizer"].state.values())
+    assert all(int(s["step"]) == 800 for s in g["q_optimizer"].state.values())
+    for sparse, nnz in ((actor_sparse, g["actor_nnz"]), (critic_sparse, g["critic_nnz"])):
+        assert zero_outside_masks(sparse) and sparse.nnz() == nnz
+        assert sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)  # the topology moved
+    for target, nnz in ((g["actor_target_sparse"], g["actor_nnz"]), (g["critic_target_sparse"], g["critic_nnz"])):
+        assert all(int(torch.count_nonzero(w)) <= k for w, k in zip(target, nnz, strict=True))
+    if target_topology == "online":
+        assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(g["critic_target_sparse"], critic_sparse.masks))
+
+    run_dir = glob.glob("runs/*")[0]
+    logged = scalars(run_dir)
+    for tag in ("charts/episodic_return", "charts/SPS", "losses/qf1_loss", "losses/actor_loss", "eval/episodic_return",
+                "sparse/training_FLOPs_ratio", "sparse/inference_FLOPs_ratio", "sparse/critic_ever_active",
+                "sparse/actor.fc2_density"):  # fmt: skip
+        assert tag in logged, tag
+    assert len(set(logged["sparse/critic.qf1.fc2_density"])) == 1  # nnz constant across 8 updates
+    assert 0.4 < logged["sparse/training_FLOPs_ratio"][0] < 0.6
+
+    checkpoint = torch.load(f"{run_dir}/sparse_td3.pt", weights_only=False)
+    assert set(checkpoint) >= {"actor", "qf1", "qf2", "masks", "args"} and checkpoint["args"]["env_id"] == "HalfCheetah-v4"
+    for name, mask in checkpoint["masks"]["actor"].items():
+        assert torch.all(checkpoint["actor"][name][~mask] == 0)
+    for name, mask in checkpoint["masks"]["critic"].items():
+        head, param = name.split(".", 1)
+        assert torch.all(checkpoint[head][param][~mask] == 0)
+
+    # load-and-evaluate path: the same policy gives the same deterministic return as the final evaluation
+    final_eval = logged["eval/episodic_return"][-1]
+    loaded = g["load_actor"](f"{run_dir}/sparse_td3.pt", g["env"], torch.device("cpu"))
+    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("sparse_td3.py", "--env-id", "Hopper-v4", "--eval-checkpoint", f"{run_dir}/sparse_td3.pt")
+    assert "trained on HalfCheetah-v4" in str(exit_info.value)
+
+
+def test_dense_mode_has_no_masks(run_script):
+    g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", "--sparsity", "0", *SMOKE)
+    assert g["actor_sparse"].names == [] and g["critic_sparse"].names == []
+    assert all(bool(torch.all(p != 0)) for p in g["actor"].parameters())
+
+
+def test_sparsity_flag_hits_target(run_script):
+    g = run_script("sparse_td3.py", "--env-id", "Hopper-v4", "--sparsity", "0.8", *SMOKE)
+    nnz, dense = weight_counts(g["actor"], g["actor_sparse"]), weight_counts(g["actor"])
+    assert nnz["fc1"] == dense["fc1"] and nnz["fc_mu"] == dense["fc_mu"]  # ER makes the 11 x 256 input layer dense here
+    assert 1 - sum(nnz.values()) / sum(dense.values()) == pytest.approx(0.8, abs=1e-4)
+
+
+def episode_breaks(rb) -> np.ndarray:
+    """Rows whose next_obs is not the next row's obs: where an episode ended and the env was reset."""
+    n = rb.size
+    return torch.nonzero(torch.any(rb.next_obs[: n - 1] != rb.obs[1:n], dim=1)).flatten().numpy()
+
+
+def test_episode_boundaries_termination_vs_truncation(run_script):
+    # Pendulum only truncates (200 steps): nothing is terminal, the last transition keeps the true next state
+    g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", *SMOKE)
+    rb = g["rb"]
+    assert float(rb.terminations[: rb.size].sum()) == 0
+    assert episode_breaks(rb).tolist() == list(range(199, 1199, 200))
+    # InvertedPendulum terminates when the pole falls: exactly the terminal rows are breaks, none bootstraps
+    g = run_script("sparse_td3.py", "--env-id", "InvertedPendulum-v4", *SMOKE)
+    rb = g["rb"]
+    terminal = torch.nonzero(rb.terminations[: rb.size - 1]).flatten().numpy()
+    assert len(terminal) > 10 and episode_breaks(rb).tolist() == terminal.tolist()
+
+
+@pytest.mark.parametrize("bad", [["--env-id", "NoSuchEnv-v0"], ["--env-id", "CartPole-v1"], ["--sparsity", "1.0"],
+                                 ["--sparsity", "-0.1"], ["--topology-interval", "0"], ["--eval-frequency", "-5"],
+                                 ["--total-timesteps", "100", "--learning-starts", "100"], ["--topology-interval", "101"],
+                                 ["--sparsity", "0.5", "--er-epsilons", "7", "64"]])  # fmt: skip
+def test_bad_input_fails_before_training(run_script, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("sparse_td3.py", *bad)
+    assert str(exit_info.value).startswith("error: ")
+
+
+@pytest.mark.parametrize("sparsity", ["0", "0.5"])
+def test_learns_pendulum(run_script, sparsity):
+    """Random policy: about -1200 to -1500. Both agents must be far better after 6000 steps."""
+    g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", "--sparsity", sparsity, "--total-timesteps", "6000",
+                   "--learning-starts", "1000", "--topology-interval", "200", "--eval-frequency", "6000", "--eval-episodes", "5")  # fmt: skip
+    assert np.mean(g["eval_returns"]) > -700
