@@ -339,7 +339,9 @@ if __name__ == "__main__":
     actor_nnz, critic_nnz = actor_sparse.nnz(), critic_sparse.nnz()
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts - 50_000
     if topology_end < args.topology_interval and (actor_sparse.names or critic_sparse.names):
-        print(f"note: topology end {topology_end} < interval {args.topology_interval}: the masks stay static (set --topology-end)")
+        print(
+            f"note: topology end {topology_end} < interval {args.topology_interval}: the masks stay static (set --topology-end)"
+        )
     report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
     print(f"{run_name}: " + ", ".join(f"{key} {value:.3f}" for key, value in report.items()) + " (x dense)", flush=True)
 

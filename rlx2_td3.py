@@ -1,0 +1,542 @@
+# RLx2: "RLx2: Training a Sparse Deep Reinforcement Learning Model from Scratch", Tan et al. (ICLR 2023).
+# TD3 with every weight matrix sparse from scratch (ERK), gradient-based topology evolution (RigL), delayed multi-step
+# TD targets and a dynamic-capacity replay buffer. Defaults follow the paper and its released code.
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from common.distributions import erk_densities
+from common.flops import forward_flops, training_flops, weight_counts
+from common.masks import reset_adam_moments, sparsify
+from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
+
+# (actor, critic) sparsity per env family, TD3 (Tan et al. 2023, Table 1)
+SPARSITY_PRESETS = {"HalfCheetah": (0.90, 0.85), "Hopper": (0.98, 0.95), "Walker2d": (0.97, 0.95), "Ant": (0.96, 0.88)}
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    capture_video: bool = False
+    """whether to capture videos of the agent's evaluation episodes (`videos/{run_name}`)"""
+    save_model: bool = False
+    """whether to save the model to `runs/{run_name}/{exp_name}.pt` (at every evaluation and at the end)"""
+    eval_checkpoint: str | None = None
+    """if set, load this checkpoint, evaluate its policy for `eval_episodes` episodes and exit"""
+
+    # Algorithm specific arguments (TD3 as in the paper and its released code)
+    env_id: str = "HalfCheetah-v4"
+    """the id of the environment"""
+    total_timesteps: int = 3_000_000
+    """total timesteps of the experiments (paper: 3M)"""
+    learning_rate: float = 3e-4
+    """the learning rate of the optimizer"""
+    buffer_size: int = 1_000_000
+    """the maximum capacity of the replay buffer"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    tau: float = 0.005
+    """target smoothing coefficient"""
+    batch_size: int = 256
+    """the batch size of sample from the replay memory"""
+    policy_noise: float = 0.2
+    """the scale of policy noise (x max action)"""
+    exploration_noise: float = 0.1
+    """the scale of exploration noise (x max action)"""
+    learning_starts: int = 25_000
+    """timestep to start learning; random actions before (counted inside total_timesteps)"""
+    policy_frequency: int = 2
+    """the frequency of training policy (delayed)"""
+    noise_clip: float = 0.5
+    """noise clip parameter of the Target Policy Smoothing Regularization (x max action)"""
+    eval_frequency: int = 5_000
+    """evaluate the deterministic policy every this many env steps"""
+    eval_episodes: int = 10
+    """the number of evaluation episodes (eval env seeded seed + 100)"""
+
+    # (a) Topology evolution
+    actor_sparsity: float | None = None
+    """sparsity of the actor over all its weight matrices (ERK); None: the paper's value for the env"""
+    critic_sparsity: float | None = None
+    """sparsity of both critics over all their weight matrices, solved jointly (ERK); None: the paper's value"""
+    topology: str = "rigl"
+    """'rigl': grow by |dense gradient| (RLx2); 'set': grow at random; 'static': the initial masks stay (ablations)"""
+    topology_interval: int = 10_000
+    """delta_T: updates of a network between its topology updates (the actor counts actor updates)"""
+    drop_fraction: float = 0.5
+    """zeta_0: initial drop fraction, cosine-annealed to 0 at the end of the schedule"""
+    topology_end: int | None = None
+    """T_end in critic updates (the actor's is T_end / policy_frequency); None: total - learning_starts (released code)"""
+    reset_grown_moments: bool = False
+    """improvement (jaxpruner): zero Adam's moments of grown connections; the released code keeps them"""
+    # (b) Delayed multi-step TD targets
+    n_step: int = 3
+    """n of the multi-step TD target (1: ordinary TD)"""
+    delay_nstep: int = 300_000
+    """training iterations with 1-step targets before n-step ones switch on"""
+    # (c) Dynamic-capacity replay buffer
+    dynamic_buffer: bool = True
+    """drop the oldest transitions when they are too far from the current policy"""
+    buffer_min_size: int = 100_000
+    """the buffer never shrinks below this many transitions"""
+    buffer_check_interval: int = 10_000
+    """env steps between policy-distance checks"""
+    buffer_check_size: int = 2_048
+    """the oldest transitions on which the policy distance is measured (8 x batch size)"""
+    policy_distance_threshold: float = 0.2
+    """shrink when the mean of ((pi(s) - a_behaviour) / max_action)^2 / 2 exceeds this"""
+    buffer_drop_fraction: float = 0.1
+    """fraction of the stored transitions (the oldest) dropped per shrink"""
+
+
+def make_env(env_id, seed, capture_video=False, run_name=""):
+    # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
+    if capture_video:
+        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+    else:
+        env = gym.make(env_id)
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env.action_space.seed(seed)
+    return env
+
+
+def check_args(args: Args) -> gym.Env:
+    """Fail before any training with a one-line reason; returns the training env."""
+    try:
+        env = make_env(args.env_id, args.seed)
+    except gym.error.Error as e:
+        raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs Box")
+    family = args.env_id.split("-")[0]
+    if (args.actor_sparsity is None or args.critic_sparsity is None) and family not in SPARSITY_PRESETS:
+        raise SystemExit(f"error: no published sparsity for {args.env_id}: give --actor-sparsity and --critic-sparsity")
+    for name in ("actor_sparsity", "critic_sparsity"):
+        if getattr(args, name) is not None and not 0 <= getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    for name in ("total_timesteps", "batch_size", "policy_frequency", "eval_frequency", "topology_interval", "buffer_size",
+                 "n_step", "buffer_min_size", "buffer_check_interval", "buffer_check_size"):  # fmt: skip
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.n_step > args.buffer_min_size or args.buffer_min_size > args.buffer_size:
+        raise SystemExit("error: need --n-step <= --buffer-min-size <= --buffer-size")
+    if not 0 <= args.delay_nstep:
+        raise SystemExit(f"error: --delay-nstep must be >= 0, got {args.delay_nstep}")
+    if not 0 <= args.learning_starts < args.total_timesteps:
+        raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
+    if not 0 <= args.drop_fraction < 1 or not 0 <= args.buffer_drop_fraction < 1:
+        raise SystemExit("error: --drop-fraction and --buffer-drop-fraction must be in [0, 1)")
+    if args.topology not in ("rigl", "set", "static"):
+        raise SystemExit(f"error: --topology must be 'rigl', 'set' or 'static', got {args.topology!r}")
+    return env
+
+
+class QNetwork(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.prod(env.observation_space.shape) + np.prod(env.action_space.shape), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 1)
+
+    def forward(self, x, a):
+        x = torch.cat([x, a], 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class Actor(nn.Module):
+    def __init__(self, env):
+        super().__init__()
+        self.fc1 = nn.Linear(np.prod(env.observation_space.shape), 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc_mu = nn.Linear(256, np.prod(env.action_space.shape))
+        # action rescaling
+        self.register_buffer(
+            "action_scale", torch.tensor((env.action_space.high - env.action_space.low) / 2.0, dtype=torch.float32)
+        )
+        self.register_buffer(
+            "action_bias", torch.tensor((env.action_space.high + env.action_space.low) / 2.0, dtype=torch.float32)
+        )
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return torch.tanh(self.fc_mu(x)) * self.action_scale + self.action_bias
+
+
+class ReplayBuffer:
+    """Transitions (s, a, r, s', terminated, episode end, behaviour action) in preallocated tensors on the training
+    device. The live transitions are a contiguous window [start, start + size) of a ring: a shrink drops the oldest by
+    advancing `start`, and the window grows back by one transition per step (Tan et al. 2023, section 4.3).
+    s' is the true next state also at a time-limit end, and `terminated` excludes truncation."""
+
+    def __init__(self, capacity, obs_dim, act_dim, device):
+        self.obs = torch.zeros((capacity, obs_dim), device=device)
+        self.next_obs = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.behaviour_actions = torch.zeros((capacity, act_dim), device=device)  # noise-free: for the policy distance
+        self.rewards = torch.zeros(capacity, device=device)
+        self.terminations = torch.zeros(capacity, device=device)
+        self.episode_ends = torch.zeros(capacity, device=device)  # terminated or truncated: an n-step window stops here
+        self.max_capacity, self.capacity, self.start, self.size = capacity, capacity, 0, 0
+
+    def add(self, obs, next_obs, action, behaviour_action, reward, terminated, truncated):
+        pos = (self.start + self.size) % self.max_capacity
+        self.obs[pos] = torch.as_tensor(obs)
+        self.next_obs[pos] = torch.as_tensor(next_obs)
+        self.actions[pos] = torch.as_tensor(action)
+        self.behaviour_actions[pos] = torch.as_tensor(behaviour_action)
+        self.rewards[pos] = float(reward)
+        self.terminations[pos] = float(terminated)
+        self.episode_ends[pos] = float(terminated or truncated)
+        self.capacity = min(self.capacity + 1, self.max_capacity)
+        if self.size < self.capacity:
+            self.size += 1
+        else:  # full: the new transition replaced the oldest
+            self.start = (self.start + 1) % self.max_capacity
+
+    def oldest(self, n):
+        return (self.start + torch.arange(min(n, self.size), device=self.obs.device)) % self.max_capacity
+
+    def shrink(self, fraction, min_size):
+        """Drop the oldest `fraction` of the live transitions, keeping at least `min_size`."""
+        n = max(0, min(int(fraction * self.size), self.size - min_size))
+        self.start, self.size, self.capacity = (self.start + n) % self.max_capacity, self.size - n, self.size - n
+
+    def sample(self, batch_size, n_step, gamma):
+        """n-step returns sum_{k<n} gamma^k r_{t+k} of n consecutive live transitions, cut after the first episode end.
+        Returns (s_t, a_t, s_boot, R, discount) with target = R + discount * Q'(s_boot, .): discount is gamma^steps,
+        or 0 if the window ends in a termination. A truncated window bootstraps from the state where the episode ended."""
+        offsets = torch.randint(0, self.size - n_step + 1, (batch_size,), device=self.obs.device)
+        idx = (self.start + offsets[:, None] + torch.arange(n_step, device=self.obs.device)) % self.max_capacity
+        ends = self.episode_ends[idx]
+        alive = torch.cumprod(torch.cat([torch.ones_like(ends[:, :1]), 1 - ends[:, :-1]], dim=1), dim=1)  # before an end
+        gammas = gamma ** torch.arange(n_step, device=self.obs.device)
+        returns = (alive * gammas * self.rewards[idx]).sum(1)
+        steps = alive.sum(1).long()
+        last = idx.gather(1, (steps - 1)[:, None]).squeeze(1)
+        discounts = gamma**steps * (1 - self.terminations[last])
+        return self.obs[idx[:, 0]], self.actions[idx[:, 0]], self.next_obs[last], returns, discounts
+
+
+def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
+    """ERK densities of every weight matrix: over the actor's three, and jointly over both critics' six (the two
+    heads have equal shapes, so solving over one head gives the same densities)."""
+    preset = SPARSITY_PRESETS.get(args.env_id.split("-")[0], (None, None))
+    actor_sparsity = args.actor_sparsity if args.actor_sparsity is not None else preset[0]
+    critic_sparsity = args.critic_sparsity if args.critic_sparsity is not None else preset[1]
+    densities = []
+    for layers, sparsity in (
+        ((actor.fc1, actor.fc2, actor.fc_mu), actor_sparsity),
+        ((qf.fc1, qf.fc2, qf.fc3), critic_sparsity),
+    ):
+        shapes = [tuple(layer.weight.shape) for layer in layers]
+        names = [f"{name}.weight" for name in ("fc1", "fc2", "fc_mu" if layers[0] is actor.fc1 else "fc3")]
+        densities.append(dict(zip(names, erk_densities(shapes, sparsity))))
+    return densities[0], densities[1]
+
+
+def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, run_name=""):
+    """Mean return of the deterministic policy (no exploration noise) on a separate env."""
+    env = make_env(env_id, seed, capture_video, run_name)
+    obs, _ = env.reset(seed=seed)
+    episodic_returns = []
+    while len(episodic_returns) < eval_episodes:
+        with torch.no_grad():
+            action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0].cpu().numpy()
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            episodic_returns.append(float(info["episode"]["r"]))
+            obs, _ = env.reset()
+    env.close()
+    return episodic_returns
+
+
+def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step):
+    """Written to a temporary file and renamed: an interruption never leaves a half-written checkpoint."""
+    checkpoint = {
+        "actor": actor.state_dict(),
+        "qf1": qf1.state_dict(),
+        "qf2": qf2.state_dict(),
+        "masks": {"actor": actor_sparse.state_dict(), "critic": critic_sparse.state_dict()},
+        "args": vars(args),
+        "global_step": global_step,
+    }
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_actor(path, env, device):
+    """The policy of a checkpoint, its masks re-applied; refuses a checkpoint made for another env."""
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    if checkpoint["args"]["env_id"] != env.spec.id:
+        raise SystemExit(f"error: {path} was trained on {checkpoint['args']['env_id']}, not {env.spec.id}")
+    actor = Actor(env).to(device)
+    actor.load_state_dict(checkpoint["actor"])
+    params = dict(actor.named_parameters())
+    with torch.no_grad():
+        for name, mask in checkpoint["masks"]["actor"].items():
+            params[name].mul_(mask.to(device))
+    return actor
+
+
+def iteration_flops(actor_fwd, qf1_fwd, qfs_fwd, batch_size, policy_frequency, actor_train, qfs_train):
+    """FLOPs of one env step and training iteration (ALGORITHMS.md section 4): target actor and both target critics
+    forward, both critics forward + backward, every `policy_frequency` iterations the actor and Q1 forward +
+    backward, and the batch-1 acting forward. Targets carry the online masks. `actor_train` and `qfs_train` include
+    RigL's dense gradient once per topology interval."""
+    critic_update = batch_size * (actor_fwd + qfs_fwd + qfs_train)
+    actor_update = batch_size * (actor_train + training_flops(qf1_fwd)) / policy_frequency
+    return critic_update + actor_update + actor_fwd
+
+
+def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse):
+    """Per-layer and per-network density, FLOPs relative to the dense twin, and the in-time over-parameterisation
+    rate (fraction of the sparse layers' positions active at some point). Returns the numbers for the first report."""
+    report = {}
+    for name, net, sparse in (("actor", actor, actor_sparse), ("critic", qfs, critic_sparse)):
+        counts, dense_counts = weight_counts(net, sparse), weight_counts(net)
+        for layer, nnz in counts.items():
+            writer.add_scalar(f"sparse/{name}.{layer}_density", nnz / dense_counts[layer], global_step)
+        report[f"{name} density"] = sum(counts.values()) / sum(dense_counts.values())
+        if sparse.names:
+            ever = sum(int(e.sum()) for e in sparse.ever_active) / sum(e.numel() for e in sparse.ever_active)
+            writer.add_scalar(f"sparse/{name}_ever_active", ever, global_step)
+    sparse_fwd = (
+        forward_flops(actor, actor_sparse),
+        forward_flops(qfs.qf1, critic_sparse, "qf1."),
+        forward_flops(qfs, critic_sparse),
+    )
+    dense_fwd = forward_flops(actor), forward_flops(qfs.qf1), forward_flops(qfs)
+    interval = args.topology_interval if args.topology == "rigl" else None
+    sparse_train = [training_flops(sparse_fwd[i], dense_fwd[i], interval) for i in (0, 2)]
+    dense_train = [training_flops(dense_fwd[i]) for i in (0, 2)]
+    sparse_flops = iteration_flops(*sparse_fwd, args.batch_size, args.policy_frequency, *sparse_train)
+    report["training FLOPs"] = sparse_flops / iteration_flops(*dense_fwd, args.batch_size, args.policy_frequency, *dense_train)
+    report["inference FLOPs"] = sparse_fwd[0] / dense_fwd[0]
+    for key, value in report.items():
+        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'' if 'density' in key else '_ratio'}", value, global_step)
+    return report
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    env = check_args(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    if args.eval_checkpoint:
+        returns = evaluate(
+            load_actor(args.eval_checkpoint, env, device), args.env_id, args.eval_episodes, args.seed + 100, device
+        )
+        print(f"{args.eval_checkpoint}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
+        raise SystemExit(0)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n{}".format("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    actor = Actor(env).to(device)
+    qf1 = QNetwork(env).to(device)
+    qf2 = QNetwork(env).to(device)
+    qfs = nn.ModuleDict({"qf1": qf1, "qf2": qf2})  # both critics share one optimizer, so one set of masks
+    # ERK densities; each layer's initial mask keeps the largest-|w| entries of the default init (section 4.1)
+    actor_densities, qf_densities = layer_densities(args, actor, qf1)
+    actor_sparse = sparsify(actor, actor_densities, "magnitude")
+    critic_sparse = sparsify(qfs, {f"{q}.{name}": d for q in ("qf1", "qf2") for name, d in qf_densities.items()}, "magnitude")
+    qf1_target = QNetwork(env).to(device)
+    qf2_target = QNetwork(env).to(device)
+    target_actor = Actor(env).to(device)
+    target_actor.load_state_dict(actor.state_dict())  # sparse from the start (released code: dense until the first update)
+    qf1_target.load_state_dict(qf1.state_dict())
+    qf2_target.load_state_dict(qf2.state_dict())
+    qfs_target = nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target})
+    # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
+    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    # Targets: (online params, target params, sparse target layers and their online masks)
+    critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
+    actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())
+    critic_target_sparse = critic_sparse.layers_of(qfs_target)
+    actor_target_sparse = actor_sparse.layers_of(target_actor)
+    actor_nnz, critic_nnz = actor_sparse.nnz(), critic_sparse.nnz()
+    # T_end counts critic updates; the actor's schedule counts actor updates (released code: T_end / policy_frequency)
+    topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts
+    actor_topology_end = topology_end // args.policy_frequency
+    grow_scores = {"rigl": gradient_scores, "set": random_scores}.get(args.topology)
+    report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
+    print(f"{run_name}: " + ", ".join(f"{key} {value:.3f}" for key, value in report.items()) + " (x dense)", flush=True)
+
+    max_action = float(env.action_space.high[0])
+    rb = ReplayBuffer(
+        args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
+    )
+    checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
+    start_time = time.time()
+    last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
+
+    # TRY NOT TO MODIFY: start the game
+    obs, _ = env.reset(seed=args.seed)
+    try:
+        for global_step in range(1, args.total_timesteps + 1):
+            # ALGO LOGIC: put action logic here
+            if global_step <= args.learning_starts:
+                action = behaviour_action = env.action_space.sample()
+            else:
+                with torch.no_grad():
+                    behaviour_action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
+                    action = behaviour_action + torch.normal(
+                        0, max_action * args.exploration_noise, size=behaviour_action.shape, device=device
+                    )
+                    action = action.cpu().numpy().clip(env.action_space.low, env.action_space.high)
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            # Time-limit truncation is not terminal: store the true next state and bootstrap from it.
+            rb.add(obs, next_obs, action, behaviour_action, reward, terminated, truncated)
+            obs = next_obs
+            if terminated or truncated:
+                last_return = float(info["episode"]["r"])
+                writer.add_scalar("charts/episodic_return", last_return, global_step)
+                writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+                obs, _ = env.reset()
+
+            # (c) Dynamic-capacity buffer: drop the oldest transitions once the policy has moved far from them
+            if args.dynamic_buffer and global_step % args.buffer_check_interval == 0:
+                with torch.no_grad():
+                    oldest = rb.oldest(args.buffer_check_size)
+                    policy_distance = (
+                        ((actor(rb.obs[oldest]) - rb.behaviour_actions[oldest]) / max_action) ** 2
+                    ).mean().item() / 2
+                if policy_distance > args.policy_distance_threshold and rb.size > args.buffer_min_size:
+                    rb.shrink(args.buffer_drop_fraction, args.buffer_min_size)
+                writer.add_scalar("buffer/policy_distance", policy_distance, global_step)
+                writer.add_scalar("buffer/size", rb.size, global_step)
+                writer.add_scalar("buffer/capacity", rb.capacity, global_step)
+
+            # ALGO LOGIC: training.
+            if global_step > args.learning_starts:
+                iteration = global_step - args.learning_starts  # training iterations so far, this one included
+                topology_step = grow_scores is not None and is_topology_step(iteration, args.topology_interval, topology_end)
+                n_step = args.n_step if iteration > args.delay_nstep else 1  # (b) delayed multi-step targets
+                data_obs, data_actions, data_next_obs, data_returns, data_discounts = rb.sample(
+                    args.batch_size, n_step, args.gamma
+                )
+                with torch.no_grad():
+                    clipped_noise = (torch.randn_like(data_actions) * args.policy_noise).clamp(
+                        -args.noise_clip, args.noise_clip
+                    ) * max_action
+                    next_state_actions = (target_actor(data_next_obs) + clipped_noise).clamp(-max_action, max_action)
+                    qf1_next_target = qf1_target(data_next_obs, next_state_actions).view(-1)
+                    qf2_next_target = qf2_target(data_next_obs, next_state_actions).view(-1)
+                    min_qf_next_target = torch.min(qf1_next_target, qf2_next_target)
+                    next_q_value = data_returns + data_discounts * min_qf_next_target
+
+                qf1_a_values = qf1(data_obs, data_actions).view(-1)
+                qf2_a_values = qf2(data_obs, data_actions).view(-1)
+                qf1_loss = F.mse_loss(qf1_a_values, next_q_value)
+                qf2_loss = F.mse_loss(qf2_a_values, next_q_value)
+                qf_loss = qf1_loss + qf2_loss
+
+                q_optimizer.zero_grad()
+                qf_loss.backward()
+                if topology_step:  # (a) RigL on this batch's dense gradient; the optimizer step is skipped (released code)
+                    drop_fraction = cosine_drop_fraction(iteration, args.drop_fraction, topology_end)
+                    grown = update_topology(critic_sparse, grow_scores(critic_sparse), drop_fraction)
+                    if args.reset_grown_moments:
+                        reset_adam_moments(q_optimizer, critic_sparse.weights, grown)
+                    writer.add_scalar("sparse/critic_drop_fraction", drop_fraction, global_step)
+                else:  # masked gradients, then re-mask: inactive weights stay exactly zero
+                    critic_sparse.mask_gradients_()
+                    q_optimizer.step()
+                    critic_sparse.apply_()
+
+                if iteration % args.policy_frequency == 0:
+                    actor_updates += 1
+                    actor_topology_step = grow_scores is not None and is_topology_step(
+                        actor_updates, args.topology_interval, actor_topology_end
+                    )
+                    actor_loss = -qf1(data_obs, actor(data_obs)).mean()
+                    actor_optimizer.zero_grad()
+                    actor_loss.backward()
+                    if actor_topology_step:
+                        drop_fraction = cosine_drop_fraction(actor_updates, args.drop_fraction, actor_topology_end)
+                        grown = update_topology(actor_sparse, grow_scores(actor_sparse), drop_fraction)
+                        if args.reset_grown_moments:
+                            reset_adam_moments(actor_optimizer, actor_sparse.weights, grown)
+                        writer.add_scalar("sparse/actor_drop_fraction", drop_fraction, global_step)
+                        log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
+                    else:
+                        actor_sparse.mask_gradients_()
+                        actor_optimizer.step()
+                        actor_sparse.apply_()
+
+                    # soft-update the target networks, then give them the online masks (released code)
+                    with torch.no_grad():
+                        torch._foreach_lerp_(critic_target_params, critic_params, args.tau)
+                        torch._foreach_lerp_(actor_target_params, actor_params, args.tau)
+                        if critic_sparse.names or actor_sparse.names:
+                            torch._foreach_mul_(
+                                critic_target_sparse + actor_target_sparse, critic_sparse.masks + actor_sparse.masks
+                            )
+
+                if topology_step:
+                    log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
+                if global_step % 100 == 0:
+                    writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
+                    writer.add_scalar("losses/qf1_loss", qf1_loss.item(), global_step)
+                    writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
+                    writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
+                    writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
+                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                    writer.add_scalar("charts/n_step", n_step, global_step)
+
+            if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
+                writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+                sps = global_step / (time.time() - start_time)
+                eta = (args.total_timesteps - global_step) / sps
+                print(
+                    f"step {global_step}/{args.total_timesteps} | SPS {sps:.0f} | return {last_return:.1f} | "
+                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | ETA {eta / 60:.0f} min",
+                    flush=True,
+                )
+                if args.save_model:
+                    save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {global_step}")
+    finally:
+        if args.save_model and global_step > 0:
+            save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
+            print(f"model saved to {checkpoint_path}")
+        if args.capture_video:
+            evaluate(actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name)
+        env.close()
+        writer.close()

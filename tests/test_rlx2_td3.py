@@ -1,0 +1,137 @@
+"""RLx2: n-step targets, the dynamic-capacity buffer, ERK densities and the RigL training loop."""
+
+import glob
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from rlx2_td3 import ReplayBuffer
+
+
+def filled_buffer(capacity: int, n: int, ends: dict[int, str]) -> ReplayBuffer:
+    """Transition t has obs t, next_obs t + 0.5, reward t + 1; `ends` marks terminations and truncations."""
+    rb = ReplayBuffer(capacity, 1, 1, "cpu")
+    for t in range(n):
+        rb.add([t], [t + 0.5], [0.0], [0.0], t + 1, ends.get(t) == "terminated", ends.get(t) == "truncated")
+    return rb
+
+
+def sample_by_start(rb: ReplayBuffer, n_step: int, gamma: float) -> dict[int, tuple[float, float, float]]:
+    torch.manual_seed(0)
+    obs, _, boot, returns, discounts = rb.sample(4096, n_step, gamma)
+    table = {}
+    for o, b, r, d in zip(obs[:, 0].tolist(), boot[:, 0].tolist(), returns.tolist(), discounts.tolist(), strict=True):
+        assert table.setdefault(int(o), (b, r, d)) == (b, r, d)  # the same start always gives the same target
+    return table
+
+
+def test_n_step_targets_by_hand():
+    # 11 transitions in a ring of 8: the live ones are t = 3..10 (t = 8, 9, 10 wrapped to slots 0, 1, 2).
+    # t = 4 terminates, t = 6 is truncated by a time limit.
+    rb = filled_buffer(8, 11, {4: "terminated", 6: "truncated"})
+    table = sample_by_start(rb, n_step=3, gamma=0.5)
+    assert table == {
+        3: (4.5, 4 + 0.5 * 5, 0.0),  # cut at the termination: no bootstrap
+        4: (4.5, 5, 0.0),
+        5: (6.5, 6 + 0.5 * 7, 0.5**2),  # cut at the truncation: bootstrap from where the episode ended, gamma^2
+        6: (6.5, 7, 0.5),
+        7: (9.5, 8 + 0.5 * 9 + 0.25 * 10, 0.5**3),  # slots 7, 0, 1: across the ring's wrap-around
+        8: (10.5, 9 + 0.5 * 10 + 0.25 * 11, 0.5**3),
+    }  # starts 9 and 10 have no 3 live transitions ahead: never sampled
+    one_step = sample_by_start(rb, n_step=1, gamma=0.5)
+    assert one_step[4] == (4.5, 5, 0.0) and one_step[6] == (6.5, 7, 0.5) and set(one_step) == set(range(3, 11))
+
+
+def test_dynamic_capacity_shrinks_and_grows_back():
+    rb = filled_buffer(100, 130, {})
+    assert rb.size == 100 and rb.oldest(3).tolist() == [30, 31, 32]  # slots of t = 30, 31, 32
+    rb.shrink(0.1, min_size=50)
+    assert rb.size == rb.capacity == 90 and rb.obs[rb.oldest(1)].item() == 40
+    assert set(sample_by_start(rb, 1, 0.99)) == set(range(40, 130))  # nothing read outside the live window
+    for t in range(130, 135):  # one slot back per step
+        rb.add([t], [t + 0.5], [0.0], [0.0], 0.0, False, False)
+    assert rb.size == rb.capacity == 95 and rb.obs[rb.oldest(1)].item() == 40
+    for _ in range(20):
+        rb.shrink(0.1, min_size=50)
+    assert rb.size == 50 and set(sample_by_start(rb, 3, 0.99)) == set(range(85, 133))
+    for t in range(135, 300):
+        rb.add([t], [t + 0.5], [0.0], [0.0], 0.0, False, False)
+    assert rb.size == rb.capacity == 100 and rb.obs[rb.oldest(1)].item() == 200
+
+
+def test_erk_densities_at_the_halfcheetah_preset(run_script):
+    g = run_script("rlx2_td3.py", "--total-timesteps", "2", "--learning-starts", "1", "--eval-frequency", "10",
+                   "--eval-episodes", "1")  # fmt: skip
+    actor, critic = g["actor_densities"], g["qf_densities"]
+    assert list(actor.values()) == pytest.approx([0.45, 0.06, 1.0], abs=0.005)
+    assert list(critic.values()) == pytest.approx([0.63, 0.10, 1.0], abs=0.005)
+    assert g["actor_sparse"].names == ["fc1.weight", "fc2.weight"]  # the dense output layer gets no mask
+    actor_net = g["actor"]
+    initial = actor_net.fc2.weight.detach()
+    active = initial[g["actor_sparse"].masks[1].bool()].abs()
+    assert active.min() >= initial[~g["actor_sparse"].masks[1].bool()].abs().max()  # masks by magnitude
+
+
+SMOKE = ["--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32", "--topology-interval", "100",
+         "--delay-nstep", "300", "--buffer-size", "1200", "--buffer-min-size", "700", "--buffer-check-interval", "500",
+         "--policy-distance-threshold", "0", "--eval-frequency", "750", "--eval-episodes", "1", "--save-model"]  # fmt: skip
+
+
+def test_smoke_halfcheetah_reaches_rigl_nstep_and_buffer(run_script):
+    g = run_script("rlx2_td3.py", "--env-id", "HalfCheetah-v4", *SMOKE)
+    # 1000 critic iterations with a RigL update every 100 (optimizer step skipped), 500 actor updates with 5
+    assert all(int(s["step"]) == 1000 - 10 for s in g["q_optimizer"].state.values())
+    assert all(int(s["step"]) == 500 - 5 for s in g["actor_optimizer"].state.values())
+    for sparse, nnz in ((g["actor_sparse"], g["actor_nnz"]), (g["critic_sparse"], g["critic_nnz"])):
+        assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(sparse.weights, sparse.masks, strict=True))
+        assert sparse.nnz() == nnz and sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)
+    for target, sparse in ((g["actor_target_sparse"], g["actor_sparse"]), (g["critic_target_sparse"], g["critic_sparse"])):
+        assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(target, sparse.masks, strict=True))
+    assert g["n_step"] == 3
+
+    run_dir = glob.glob("runs/*")[0]
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    logged = {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    assert logged["charts/n_step"][0] == 1 and logged["charts/n_step"][-1] == 3
+    drop = logged["sparse/critic_drop_fraction"]
+    assert drop[0] == pytest.approx(0.5 / 2 * (1 + np.cos(np.pi * 100 / 1000))) and drop == sorted(drop, reverse=True)
+    # threshold 0: every check above the minimum (700) drops the oldest 10%: at step 500 nothing (500 stored), at
+    # 1000 1000 -> 900, then one slot back per step up to the maximum 1200, and at 1500 1200 -> 1080
+    assert logged["buffer/size"] == [500, 900, 1080] and logged["buffer/capacity"] == [1200, 900, 1080]
+    for tag in ("buffer/policy_distance", "buffer/capacity", "eval/episodic_return", "sparse/training_FLOPs_ratio",
+                "sparse/actor_drop_fraction", "losses/actor_loss"):  # fmt: skip
+        assert tag in logged, tag
+
+    checkpoint = torch.load(f"{run_dir}/rlx2_td3.pt", weights_only=False)
+    for name, mask in checkpoint["masks"]["actor"].items():
+        assert torch.all(checkpoint["actor"][name][~mask] == 0)
+    loaded = g["load_actor"](f"{run_dir}/rlx2_td3.pt", g["env"], torch.device("cpu"))
+    final_eval = logged["eval/episodic_return"][-1]
+    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+
+
+def test_dense_setting_is_plain_td3(run_script):
+    g = run_script("rlx2_td3.py", "--env-id", "Pendulum-v1", "--actor-sparsity", "0", "--critic-sparsity", "0",
+                   "--topology", "static", "--n-step", "1", "--no-dynamic-buffer", *SMOKE)  # fmt: skip
+    assert g["actor_sparse"].names == [] and g["critic_sparse"].names == [] and g["n_step"] == 1
+    assert all(int(s["step"]) == 1000 for s in g["q_optimizer"].state.values())
+
+
+@pytest.mark.parametrize("bad", [["--env-id", "Pendulum-v1"], ["--actor-sparsity", "1"], ["--topology", "magic"],
+                                 ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"]])  # fmt: skip
+def test_bad_input_fails_before_training(run_script, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("rlx2_td3.py", *bad)
+    assert str(exit_info.value).startswith("error: ")
+
+
+def test_learns_pendulum(run_script):
+    """The full method (RigL, 3-step targets, dynamic buffer) at 80% sparsity; a random policy scores -1200 to -1500."""
+    g = run_script("rlx2_td3.py", "--env-id", "Pendulum-v1", "--actor-sparsity", "0.8", "--critic-sparsity", "0.8",
+                   "--total-timesteps", "6000", "--learning-starts", "1000", "--topology-interval", "500",
+                   "--delay-nstep", "1000", "--buffer-min-size", "2000", "--buffer-check-interval", "1000",
+                   "--eval-frequency", "6000", "--eval-episodes", "5")  # fmt: skip
+    assert np.mean(g["eval_returns"]) > -700
