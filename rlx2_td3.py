@@ -22,6 +22,8 @@ from common.topology import cosine_drop_fraction, gradient_scores, is_topology_s
 # (actor, critic) sparsity per env family, TD3 (Tan et al. 2023, Table 1)
 SPARSITY_PRESETS = {"HalfCheetah": (0.90, 0.85), "Hopper": (0.98, 0.95), "Walker2d": (0.97, 0.95), "Ant": (0.96, 0.88)}
 
+SCORE_WINDOW = 30  # the published score: mean of the last 30 evaluations (Tan et al. 2023)
+
 
 @dataclass
 class Args:
@@ -34,7 +36,7 @@ class Args:
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
     capture_video: bool = False
-    """whether to capture videos of the agent's evaluation episodes (`videos/{run_name}`)"""
+    """whether to record one evaluation episode of the final policy (`videos/{run_name}`)"""
     save_model: bool = False
     """whether to save the model to `runs/{run_name}/{exp_name}.pt` (at every evaluation and at the end)"""
     eval_checkpoint: str | None = None
@@ -42,33 +44,33 @@ class Args:
 
     # Algorithm specific arguments (TD3 as in the paper and its released code)
     env_id: str = "HalfCheetah-v4"
-    """the id of the environment"""
+    """the id of the environment (the papers used gym's -v3, which needs mujoco-py: -v4 is the same task on mujoco)"""
     total_timesteps: int = 3_000_000
     """total timesteps of the experiments (paper: 3M)"""
     learning_rate: float = 3e-4
-    """the learning rate of the optimizer"""
+    """the learning rate of the optimizer (released code: 3e-4)"""
     buffer_size: int = 1_000_000
-    """the maximum capacity of the replay buffer"""
+    """the maximum capacity of the replay buffer (paper: 1e6)"""
     gamma: float = 0.99
-    """the discount factor gamma"""
+    """the discount factor gamma (paper: 0.99)"""
     tau: float = 0.005
-    """target smoothing coefficient"""
+    """target smoothing coefficient (paper: 0.005)"""
     batch_size: int = 256
-    """the batch size of sample from the replay memory"""
+    """the batch size of sample from the replay memory (paper: 256)"""
     policy_noise: float = 0.2
-    """the scale of policy noise (x max action)"""
+    """the scale of policy noise (x max action; TD3: 0.2)"""
     exploration_noise: float = 0.1
-    """the scale of exploration noise (x max action)"""
+    """the scale of exploration noise (x max action; TD3: 0.1)"""
     learning_starts: int = 25_000
-    """timestep to start learning; random actions before (counted inside total_timesteps)"""
+    """timestep to start learning; random actions before (paper: 25k, counted inside total_timesteps)"""
     policy_frequency: int = 2
-    """the frequency of training policy (delayed)"""
+    """the frequency of training policy (delayed; TD3: 2)"""
     noise_clip: float = 0.5
-    """noise clip parameter of the Target Policy Smoothing Regularization (x max action)"""
+    """noise clip parameter of the Target Policy Smoothing Regularization (x max action; TD3: 0.5)"""
     eval_frequency: int = 5_000
-    """evaluate the deterministic policy every this many env steps"""
+    """evaluate the deterministic policy every this many env steps (paper: 5000)"""
     eval_episodes: int = 10
-    """the number of evaluation episodes (eval env seeded seed + 100)"""
+    """the number of evaluation episodes (paper: 10, eval env seeded seed + 100)"""
 
     # (a) Topology evolution
     actor_sparsity: float | None = None
@@ -78,31 +80,31 @@ class Args:
     topology: str = "rigl"
     """'rigl': grow by |dense gradient| (RLx2); 'set': grow at random; 'static': the initial masks stay (ablations)"""
     topology_interval: int = 10_000
-    """delta_T: updates of a network between its topology updates (the actor counts actor updates)"""
+    """delta_T: updates of a network between its topology updates (paper: 10k; the actor counts actor updates)"""
     drop_fraction: float = 0.5
-    """zeta_0: initial drop fraction, cosine-annealed to 0 at the end of the schedule"""
+    """zeta_0: initial drop fraction, cosine-annealed to 0 at the end of the schedule (paper: 0.5)"""
     topology_end: int | None = None
     """T_end in critic updates (the actor's is T_end / policy_frequency); None: total - learning_starts (released code)"""
     reset_grown_moments: bool = False
     """improvement (jaxpruner): zero Adam's moments of grown connections; the released code keeps them"""
     # (b) Delayed multi-step TD targets
     n_step: int = 3
-    """n of the multi-step TD target (1: ordinary TD)"""
+    """n of the multi-step TD target (paper: 3; 1: ordinary TD)"""
     delay_nstep: int = 300_000
-    """training iterations with 1-step targets before n-step ones switch on"""
+    """training iterations with 1-step targets before n-step ones switch on (paper: 300k)"""
     # (c) Dynamic-capacity replay buffer
     dynamic_buffer: bool = True
-    """drop the oldest transitions when they are too far from the current policy"""
+    """drop the oldest transitions when they are too far from the current policy (paper: on)"""
     buffer_min_size: int = 100_000
-    """the buffer never shrinks below this many transitions"""
+    """the buffer never shrinks below this many transitions (paper: 1e5)"""
     buffer_check_interval: int = 10_000
-    """env steps between policy-distance checks"""
+    """env steps between policy-distance checks (paper: 10k)"""
     buffer_check_size: int = 2_048
     """the oldest transitions on which the policy distance is measured (8 x batch size)"""
     policy_distance_threshold: float = 0.2
-    """shrink when the mean of ((pi(s) - a_behaviour) / max_action)^2 / 2 exceeds this"""
+    """shrink when the mean of ((pi(s) - a_behaviour) / max_action)^2 / 2 exceeds this (paper: 0.2)"""
     buffer_drop_fraction: float = 0.1
-    """fraction of the stored transitions (the oldest) dropped per shrink"""
+    """fraction of the stored transitions (the oldest) dropped per shrink (paper: 0.1)"""
 
 
 def make_env(env_id, seed, capture_video=False, run_name=""):
@@ -139,6 +141,8 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit("error: need --n-step <= --buffer-min-size <= --buffer-size")
     if not 0 <= args.delay_nstep:
         raise SystemExit(f"error: --delay-nstep must be >= 0, got {args.delay_nstep}")
+    if args.learning_starts + args.delay_nstep + 1 < args.n_step:
+        raise SystemExit("error: the first n-step target needs n stored transitions: raise --learning-starts or --delay-nstep")
     if not 0 <= args.learning_starts < args.total_timesteps:
         raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
     if not 0 <= args.drop_fraction < 1 or not 0 <= args.buffer_drop_fraction < 1:
@@ -286,7 +290,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
 
 def load_actor(path, env, device):
     """The policy of a checkpoint, its masks re-applied; refuses a checkpoint made for another env."""
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
     if checkpoint["args"]["env_id"] != env.spec.id:
         raise SystemExit(f"error: {path} was trained on {checkpoint['args']['env_id']}, not {env.spec.id}")
     actor = Actor(env).to(device)
@@ -316,6 +320,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
         counts, dense_counts = weight_counts(net, sparse), weight_counts(net)
         for layer, nnz in counts.items():
             writer.add_scalar(f"sparse/{name}.{layer}_density", nnz / dense_counts[layer], global_step)
+        report[f"{name} weights"] = sum(counts.values())  # the papers' parameter count: weights, no biases
         report[f"{name} density"] = sum(counts.values()) / sum(dense_counts.values())
         if sparse.names:
             ever = sum(int(e.sum()) for e in sparse.ever_active) / sum(e.numel() for e in sparse.ever_active)
@@ -333,7 +338,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
     report["training FLOPs"] = sparse_flops / iteration_flops(*dense_fwd, args.batch_size, args.policy_frequency, *dense_train)
     report["inference FLOPs"] = sparse_fwd[0] / dense_fwd[0]
     for key, value in report.items():
-        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'' if 'density' in key else '_ratio'}", value, global_step)
+        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'_ratio' if 'FLOPs' in key else ''}", value, global_step)
     return report
 
 
@@ -391,14 +396,14 @@ if __name__ == "__main__":
     actor_topology_end = topology_end // args.policy_frequency
     grow_scores = {"rigl": gradient_scores, "set": random_scores}.get(args.topology)
     report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
-    print(f"{run_name}: " + ", ".join(f"{key} {value:.3f}" for key, value in report.items()) + " (x dense)", flush=True)
+    print(f"{run_name}: " + ", ".join(f"{key} {value:.3g}" for key, value in report.items()) + " (FLOPs: x dense)", flush=True)
 
     max_action = float(env.action_space.high[0])
     rb = ReplayBuffer(
         args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
     )
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
-    start_time = time.time()
+    start_time, eval_means = time.time(), []
     last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
 
     # TRY NOT TO MODIFY: start the game
@@ -521,11 +526,14 @@ if __name__ == "__main__":
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+                eval_means.append(np.mean(eval_returns))
+                writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
                 sps = global_step / (time.time() - start_time)
                 eta = (args.total_timesteps - global_step) / sps
                 print(
                     f"step {global_step}/{args.total_timesteps} | SPS {sps:.0f} | return {last_return:.1f} | "
-                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | ETA {eta / 60:.0f} min",
+                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | "
+                    f"score {np.mean(eval_means[-SCORE_WINDOW:]):.1f} | ETA {eta / 60:.0f} min",
                     flush=True,
                 )
                 if args.save_model:

@@ -27,6 +27,8 @@ ER_EPSILONS = {"HalfCheetah": (12, 80), "Walker2d": (12, 80), "Hopper": (7, 20),
 SPARSE_LAYERS = ("fc1.weight", "fc2.weight")
 LOG_STD_MAX, LOG_STD_MIN = 2, -5
 
+SCORE_WINDOW = 10  # the published score: mean of the last 10 evaluations (Sokar et al. 2022)
+
 
 @dataclass
 class Args:
@@ -39,7 +41,7 @@ class Args:
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
     capture_video: bool = False
-    """whether to capture videos of the agent's evaluation episodes (`videos/{run_name}`)"""
+    """whether to record one evaluation episode of the final policy (`videos/{run_name}`)"""
     save_model: bool = False
     """whether to save the model to `runs/{run_name}/{exp_name}.pt` (at every evaluation and at the end)"""
     eval_checkpoint: str | None = None
@@ -47,15 +49,15 @@ class Args:
 
     # Algorithm specific arguments (SAC as in the appendix: lr 3e-4, batch 256, fixed alpha 0.2, hard target updates)
     env_id: str = "HalfCheetah-v4"
-    """the id of the environment"""
+    """the id of the environment (the papers used gym's -v3, which needs mujoco-py: -v4 is the same task on mujoco)"""
     total_timesteps: int = 1_000_000
-    """total timesteps of the experiments"""
+    """total timesteps of the experiments (paper: 1M)"""
     learning_rate: float = 3e-4
     """the learning rate of the actor, critic and alpha optimizers (appendix: 3e-4)"""
     buffer_size: int = 1_000_000
-    """the replay memory buffer size"""
+    """the replay memory buffer size (paper: 1e6)"""
     gamma: float = 0.99
-    """the discount factor gamma"""
+    """the discount factor gamma (paper: 0.99)"""
     tau: float = 1.0
     """target smoothing coefficient (appendix: 1, a hard copy; 0.005 with --target-network-frequency 1 is soft SAC)"""
     target_network_frequency: int = 1_000
@@ -70,18 +72,18 @@ class Args:
     autotune: bool = False
     """automatic tuning of the entropy coefficient, target entropy -|A| (Haarnoja et al. 2018b)"""
     eval_frequency: int = 5_000
-    """evaluate the deterministic policy every this many env steps"""
+    """evaluate the deterministic policy every this many env steps (paper: 5000)"""
     eval_episodes: int = 10
-    """the number of evaluation episodes (eval env seeded seed + 100)"""
+    """the number of evaluation episodes (paper: 10, eval env seeded seed + 100)"""
 
     # Dynamic sparse training
     sparsity: float | None = None
     """target sparsity of each network (all weights, output layer dense); solves one ER epsilon for the first two
-    layers. None: the paper's per-layer ER epsilons (`er_epsilons`). 0 gives dense TD3 with otherwise identical code"""
+    layers. None: the paper's per-layer ER epsilons (`er_epsilons`). 0 gives dense SAC with otherwise identical code"""
     er_epsilons: tuple[float, float] | None = None
     """(eps1, eps2) of the ER init of layers 1 and 2; None: the paper's value for the env (7/64 for unknown envs)"""
     topology_interval: int = 1_000
-    """e: training iterations between SET topology updates"""
+    """e: training iterations between SET topology updates (appendix: 1000)"""
     drop_fraction: float = 0.1
     """eta: fraction of the positive and, separately, of the negative weights dropped per update (appendix: 0.1)"""
     topology_end: int | None = None
@@ -239,7 +241,8 @@ def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, ru
     episodic_returns = []
     while len(episodic_returns) < eval_episodes:
         with torch.no_grad():
-            action = actor.get_action(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[2][0].cpu().numpy()
+            mean, _ = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])  # no sampling: no RNG use
+            action = (torch.tanh(mean) * actor.action_scale + actor.action_bias)[0].cpu().numpy()
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             episodic_returns.append(float(info["episode"]["r"]))
@@ -264,7 +267,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
 
 def load_actor(path, env, device):
     """The policy of a checkpoint, its masks re-applied; refuses a checkpoint made for another env."""
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
     if checkpoint["args"]["env_id"] != env.spec.id:
         raise SystemExit(f"error: {path} was trained on {checkpoint['args']['env_id']}, not {env.spec.id}")
     actor = Actor(env).to(device)
@@ -293,6 +296,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
         counts, dense_counts = weight_counts(net, sparse), weight_counts(net)
         for layer, nnz in counts.items():
             writer.add_scalar(f"sparse/{name}.{layer}_density", nnz / dense_counts[layer], global_step)
+        report[f"{name} weights"] = sum(counts.values())  # the papers' parameter count: weights, no biases
         report[f"{name} density"] = sum(counts.values()) / sum(dense_counts.values())
         if sparse.names:
             ever = sum(int(e.sum()) for e in sparse.ever_active) / sum(e.numel() for e in sparse.ever_active)
@@ -306,7 +310,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
     report["training FLOPs"] = iteration_flops(*sparse_fwd, args.batch_size) / iteration_flops(*dense_fwd, args.batch_size)
     report["inference FLOPs"] = sparse_fwd[0] / dense_fwd[0]
     for key, value in report.items():
-        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'' if 'density' in key else '_ratio'}", value, global_step)
+        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'_ratio' if 'FLOPs' in key else ''}", value, global_step)
     return report
 
 
@@ -365,20 +369,20 @@ if __name__ == "__main__":
         a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
     else:
         alpha = args.alpha
-    actor_nnz, critic_nnz = actor_sparse.nnz(), critic_sparse.nnz()
+    critic_nnz = critic_sparse.nnz()
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts - 50_000
     if topology_end < args.topology_interval and (actor_sparse.names or critic_sparse.names):
         print(
             f"note: topology end {topology_end} < interval {args.topology_interval}: the masks stay static (set --topology-end)"
         )
     report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
-    print(f"{run_name}: " + ", ".join(f"{key} {value:.3f}" for key, value in report.items()) + " (x dense)", flush=True)
+    print(f"{run_name}: " + ", ".join(f"{key} {value:.3g}" for key, value in report.items()) + " (FLOPs: x dense)", flush=True)
 
     rb = ReplayBuffer(
         args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
     )
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
-    start_time = time.time()
+    start_time, eval_means = time.time(), []
     last_return, global_step = float("nan"), 0
 
     # TRY NOT TO MODIFY: start the game
@@ -482,11 +486,14 @@ if __name__ == "__main__":
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+                eval_means.append(np.mean(eval_returns))
+                writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
                 sps = global_step / (time.time() - start_time)
                 eta = (args.total_timesteps - global_step) / sps
                 print(
                     f"step {global_step}/{args.total_timesteps} | SPS {sps:.0f} | return {last_return:.1f} | "
-                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | ETA {eta / 60:.0f} min",
+                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | "
+                    f"score {np.mean(eval_means[-SCORE_WINDOW:]):.1f} | ETA {eta / 60:.0f} min",
                     flush=True,
                 )
                 if args.save_model:

@@ -23,6 +23,8 @@ from common.topology import is_topology_step, random_scores, update_topology
 ER_EPSILONS = {"HalfCheetah": (7, 64), "Hopper": (7, 64), "Walker2d": (7, 64), "Ant": (40, 64), "Humanoid": (61, 64)}
 SPARSE_LAYERS = ("fc1.weight", "fc2.weight")  # DS-TD3 sparsifies the first two layers; output layers and biases stay dense
 
+SCORE_WINDOW = 10  # the published score: mean of the last 10 evaluations (Sokar et al. 2022)
+
 
 @dataclass
 class Args:
@@ -35,7 +37,7 @@ class Args:
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
     capture_video: bool = False
-    """whether to capture videos of the agent's evaluation episodes (`videos/{run_name}`)"""
+    """whether to record one evaluation episode of the final policy (`videos/{run_name}`)"""
     save_model: bool = False
     """whether to save the model to `runs/{run_name}/{exp_name}.pt` (at every evaluation and at the end)"""
     eval_checkpoint: str | None = None
@@ -43,35 +45,35 @@ class Args:
 
     # Algorithm specific arguments (TD3 as in the paper's dense baseline and DS-TD3 runs)
     env_id: str = "HalfCheetah-v4"
-    """the id of the environment"""
+    """the id of the environment (the papers used gym's -v3, which needs mujoco-py: -v4 is the same task on mujoco)"""
     total_timesteps: int = 1_000_000
-    """total timesteps of the experiments"""
+    """total timesteps of the experiments (paper: 1M)"""
     learning_rate: float = 1e-3
     """the learning rate of the optimizer (released code: 1e-3)"""
     weight_decay: float = 2e-4
     """coupled L2 weight decay of Adam, actor and critic (released code: 2e-4, also for dense TD3)"""
     buffer_size: int = 1_000_000
-    """the replay memory buffer size"""
+    """the replay memory buffer size (paper: 1e6)"""
     gamma: float = 0.99
-    """the discount factor gamma"""
+    """the discount factor gamma (paper: 0.99)"""
     tau: float = 0.005
-    """target smoothing coefficient"""
+    """target smoothing coefficient (paper: 0.005)"""
     batch_size: int = 100
     """the batch size of sample from the replay memory (released code: 100)"""
     policy_noise: float = 0.2
-    """the scale of policy noise (x max action)"""
+    """the scale of policy noise (x max action; TD3: 0.2)"""
     exploration_noise: float = 0.1
-    """the scale of exploration noise (x max action)"""
+    """the scale of exploration noise (x max action; TD3: 0.1)"""
     learning_starts: int = 25_000
-    """timestep to start learning; random actions before (counted inside total_timesteps)"""
+    """timestep to start learning; random actions before (paper: 25k, counted inside total_timesteps)"""
     policy_frequency: int = 2
-    """the frequency of training policy (delayed)"""
+    """the frequency of training policy (delayed; TD3: 2)"""
     noise_clip: float = 0.5
-    """noise clip parameter of the Target Policy Smoothing Regularization (x max action)"""
+    """noise clip parameter of the Target Policy Smoothing Regularization (x max action; TD3: 0.5)"""
     eval_frequency: int = 5_000
-    """evaluate the deterministic policy every this many env steps"""
+    """evaluate the deterministic policy every this many env steps (paper: 5000)"""
     eval_episodes: int = 10
-    """the number of evaluation episodes (eval env seeded seed + 100)"""
+    """the number of evaluation episodes (paper: 10, eval env seeded seed + 100)"""
 
     # Dynamic sparse training
     sparsity: float | None = None
@@ -80,9 +82,10 @@ class Args:
     er_epsilons: tuple[float, float] | None = None
     """(eps1, eps2) of the ER init of layers 1 and 2; None: the paper's value for the env (7/64 for unknown envs)"""
     topology_interval: int = 1_000
-    """e: training iterations between SET topology updates"""
+    """e: training iterations between SET topology updates (paper: 1000; the released code fires at iteration
+    % 1000 == 2, an offset of two iterations we do not reproduce)"""
     drop_fraction: float = 0.05
-    """zeta: fraction of the positive and, separately, of the negative weights dropped per update"""
+    """zeta: fraction of the positive and, separately, of the negative weights dropped per update (paper: 0.05)"""
     topology_end: int | None = None
     """last training iteration with a topology update; None: total - learning_starts - 50k (released code)"""
     target_topology: str = "top-k"
@@ -238,7 +241,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
 
 def load_actor(path, env, device):
     """The policy of a checkpoint, its masks re-applied; refuses a checkpoint made for another env."""
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
     if checkpoint["args"]["env_id"] != env.spec.id:
         raise SystemExit(f"error: {path} was trained on {checkpoint['args']['env_id']}, not {env.spec.id}")
     actor = Actor(env).to(device)
@@ -267,6 +270,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
         counts, dense_counts = weight_counts(net, sparse), weight_counts(net)
         for layer, nnz in counts.items():
             writer.add_scalar(f"sparse/{name}.{layer}_density", nnz / dense_counts[layer], global_step)
+        report[f"{name} weights"] = sum(counts.values())  # the papers' parameter count: weights, no biases
         report[f"{name} density"] = sum(counts.values()) / sum(dense_counts.values())
         if sparse.names:
             ever = sum(int(e.sum()) for e in sparse.ever_active) / sum(e.numel() for e in sparse.ever_active)
@@ -282,7 +286,7 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
     )
     report["inference FLOPs"] = sparse_fwd[0] / dense_fwd[0]
     for key, value in report.items():
-        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'' if 'density' in key else '_ratio'}", value, global_step)
+        writer.add_scalar(f"sparse/{key.replace(' ', '_')}{'_ratio' if 'FLOPs' in key else ''}", value, global_step)
     return report
 
 
@@ -343,14 +347,14 @@ if __name__ == "__main__":
             f"note: topology end {topology_end} < interval {args.topology_interval}: the masks stay static (set --topology-end)"
         )
     report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
-    print(f"{run_name}: " + ", ".join(f"{key} {value:.3f}" for key, value in report.items()) + " (x dense)", flush=True)
+    print(f"{run_name}: " + ", ".join(f"{key} {value:.3g}" for key, value in report.items()) + " (FLOPs: x dense)", flush=True)
 
     max_action = float(env.action_space.high[0])
     rb = ReplayBuffer(
         args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
     )
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
-    start_time = time.time()
+    start_time, eval_means = time.time(), []
     last_return, actor_loss, global_step = float("nan"), torch.tensor(float("nan")), 0
 
     # TRY NOT TO MODIFY: start the game
@@ -447,11 +451,14 @@ if __name__ == "__main__":
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
+                eval_means.append(np.mean(eval_returns))
+                writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
                 sps = global_step / (time.time() - start_time)
                 eta = (args.total_timesteps - global_step) / sps
                 print(
                     f"step {global_step}/{args.total_timesteps} | SPS {sps:.0f} | return {last_return:.1f} | "
-                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | ETA {eta / 60:.0f} min",
+                    f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | "
+                    f"score {np.mean(eval_means[-SCORE_WINDOW:]):.1f} | ETA {eta / 60:.0f} min",
                     flush=True,
                 )
                 if args.save_model:

@@ -74,13 +74,6 @@ class SparseWeights:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: mask.bool().cpu() for name, mask in zip(self.names, self.masks)}
 
-    @torch.no_grad()
-    def load_state_dict(self, masks: dict[str, torch.Tensor]) -> None:
-        for name, mask, ever in zip(self.names, self.masks, self.ever_active):
-            mask.copy_(masks[name])
-            ever |= mask.bool()
-        self.apply_()
-
 
 def sparsify(module: nn.Module, densities: dict[str, float], init: str) -> SparseWeights:
     """Mask the named weight matrices of `module` at the given densities and zero their inactive weights.

@@ -7,6 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from common.masks import magnitude_mask
 from rlx2_td3 import ReplayBuffer
 
 
@@ -68,10 +69,12 @@ def test_erk_densities_at_the_halfcheetah_preset(run_script):
     assert list(actor.values()) == pytest.approx([0.45, 0.06, 1.0], abs=0.005)
     assert list(critic.values()) == pytest.approx([0.63, 0.10, 1.0], abs=0.005)
     assert g["actor_sparse"].names == ["fc1.weight", "fc2.weight"]  # the dense output layer gets no mask
-    actor_net = g["actor"]
-    initial = actor_net.fc2.weight.detach()
-    active = initial[g["actor_sparse"].masks[1].bool()].abs()
-    assert active.min() >= initial[~g["actor_sparse"].masks[1].bool()].abs().max()  # masks by magnitude
+    torch.manual_seed(1)  # the script's seed: the same default init, before masking
+    reference = g["Actor"](g["env"])
+    for layer, mask in zip(("fc1", "fc2"), g["actor_sparse"].masks, strict=True):
+        weight = getattr(reference, layer).weight.detach()
+        assert torch.equal(mask.bool(), magnitude_mask(weight, actor[f"{layer}.weight"]))  # the largest |w| of the init
+        assert torch.equal(getattr(g["actor"], layer).weight[mask.bool()], weight[mask.bool()])
 
 
 SMOKE = ["--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32", "--topology-interval", "100",
@@ -111,6 +114,13 @@ def test_smoke_halfcheetah_reaches_rigl_nstep_and_buffer(run_script):
     loaded = g["load_actor"](f"{run_dir}/rlx2_td3.pt", g["env"], torch.device("cpu"))
     final_eval = logged["eval/episodic_return"][-1]
     assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+
+
+def test_set_ablation_with_moment_reset(run_script):
+    g = run_script("rlx2_td3.py", "--env-id", "Hopper-v4", "--topology", "set", "--reset-grown-moments", *SMOKE)
+    critic = g["critic_sparse"]
+    assert critic.nnz() == g["critic_nnz"] and sum(int(e.sum()) for e in critic.ever_active) > sum(g["critic_nnz"])
+    assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(critic.weights, critic.masks, strict=True))
 
 
 def test_dense_setting_is_plain_td3(run_script):

@@ -12,6 +12,14 @@ SMOKE = ["--total-timesteps", "1000", "--learning-starts", "400", "--batch-size"
          "--save-model", "--autotune"]  # fmt: skip
 
 
+def test_soft_targets_with_online_masks(run_script):
+    g = run_script("sparse_sac.py", "--env-id", "Hopper-v4", "--tau", "0.005", "--target-network-frequency", "1",
+                   "--target-topology", "online", "--reset-grown-moments", *SMOKE)  # fmt: skip
+    critic = g["critic_sparse"]
+    assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(g["critic_target_sparse"], critic.masks, strict=True))
+    assert critic.nnz() == g["critic_nnz"]
+
+
 def test_smoke_halfcheetah_reaches_every_update(run_script):
     g = run_script("sparse_sac.py", "--env-id", "HalfCheetah-v4", *SMOKE)
     actor_sparse, critic_sparse = g["actor_sparse"], g["critic_sparse"]
@@ -20,9 +28,10 @@ def test_smoke_halfcheetah_reaches_every_update(run_script):
     assert all(int(s["step"]) == 600 for s in g["actor_optimizer"].state.values())
     assert all(int(s["step"]) == 600 for s in g["q_optimizer"].state.values())
     assert int(g["a_optimizer"].state[g["log_alpha"]]["step"]) == 600 and g["alpha"] != 1.0
-    for sparse, nnz in ((actor_sparse, g["actor_nnz"]), (critic_sparse, g["critic_nnz"])):
+    for sparse in (actor_sparse, critic_sparse):
         assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(sparse.weights, sparse.masks, strict=True))
-        assert sparse.nnz() == nnz and sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)
+        assert sum(int(e.sum()) for e in sparse.ever_active) > sum(sparse.nnz())  # the topology moved
+    assert critic_sparse.nnz() == g["critic_nnz"]
     # the last hard copy (iteration 600) made the targets equal to the online critics: same weights, same topology
     for online, target in zip(g["qfs"].parameters(), g["qfs_target"].parameters(), strict=True):
         assert torch.equal(online, target)
@@ -33,6 +42,9 @@ def test_smoke_halfcheetah_reaches_every_update(run_script):
     for tag in ("charts/episodic_return", "losses/qf1_loss", "losses/actor_loss", "losses/alpha", "losses/alpha_loss",
                 "losses/log_prob", "eval/episodic_return", "sparse/training_FLOPs_ratio", "sparse/actor_ever_active"):  # fmt: skip
         assert tag in events.Tags()["scalars"], tag
+    actor_weights = [e.value for e in events.Scalars("sparse/actor_weights")]
+    heads = 2 * 256 * 6  # the dense mean and log-std layers
+    assert len(actor_weights) == 1 + 5 and set(actor_weights) == {sum(actor_sparse.nnz()) + heads}  # nnz constant
 
     checkpoint = torch.load(f"{run_dir}/sparse_sac.pt", weights_only=False)
     assert set(checkpoint) >= {"actor", "qf1", "qf2", "masks", "args"}

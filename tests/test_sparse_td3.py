@@ -23,9 +23,11 @@ def scalars(run_dir: str) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("target_topology", ["top-k", "online"])
-def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, target_topology):
-    g = run_script("sparse_td3.py", "--env-id", "HalfCheetah-v4", "--target-topology", target_topology, *SMOKE)
+@pytest.mark.parametrize("improved", [False, True])
+def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, improved):
+    flags = ["--target-topology", "online", "--reset-grown-moments"] if improved else []
+    g = run_script("sparse_td3.py", "--env-id", "HalfCheetah-v4", *flags, *SMOKE)
+    target_topology = "online" if improved else "top-k"
     actor_sparse, critic_sparse = g["actor_sparse"], g["critic_sparse"]
     assert actor_sparse.names == ["fc1.weight", "fc2.weight"] and len(critic_sparse.names) == 4
     # 800 training iterations: 400 delayed actor steps, 8 topology updates that changed masks but not their counts
@@ -47,6 +49,8 @@ def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, target
         assert tag in logged, tag
     assert len(set(logged["sparse/critic.qf1.fc2_density"])) == 1  # nnz constant across 8 updates
     assert 0.4 < logged["sparse/training_FLOPs_ratio"][0] < 0.6
+    weights = logged["sparse/actor_weights"][0] + logged["sparse/critic_weights"][0]
+    assert weights == pytest.approx((1 - 0.506) * 214_784, rel=0.01)  # ~50.6% sparsity of the paper's 214,784
 
     checkpoint = torch.load(f"{run_dir}/sparse_td3.pt", weights_only=False)
     assert set(checkpoint) >= {"actor", "qf1", "qf2", "masks", "args"} and checkpoint["args"]["env_id"] == "HalfCheetah-v4"
@@ -63,6 +67,14 @@ def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, target
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_td3.py", "--env-id", "Hopper-v4", "--eval-checkpoint", f"{run_dir}/sparse_td3.pt")
     assert "trained on HalfCheetah-v4" in str(exit_info.value)
+
+
+def test_default_topology_end_leaves_short_runs_static(run_script, capsys):
+    args = [a for a in SMOKE if a not in ("--topology-end", "800")]  # default end: 1200 - 400 - 50k < 0
+    g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", *args)
+    assert "the masks stay static" in capsys.readouterr().out
+    critic = g["critic_sparse"]
+    assert all(torch.equal(e, m.bool()) for e, m in zip(critic.ever_active, critic.masks, strict=True))
 
 
 def test_dense_mode_has_no_masks(run_script):
