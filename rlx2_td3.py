@@ -390,7 +390,6 @@ if __name__ == "__main__":
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())
     critic_target_sparse = critic_sparse.layers_of(qfs_target)
     actor_target_sparse = actor_sparse.layers_of(target_actor)
-    actor_nnz, critic_nnz = actor_sparse.nnz(), critic_sparse.nnz()
     # T_end counts critic updates; the actor's schedule counts actor updates (released code: T_end / policy_frequency)
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts
     actor_topology_end = topology_end // args.policy_frequency

@@ -369,7 +369,7 @@ if __name__ == "__main__":
         a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
     else:
         alpha = args.alpha
-    critic_nnz = critic_sparse.nnz()
+    critic_target_masks = [m.clone() for m in critic_sparse.masks]  # the targets' own topology (top-k), a copy at first
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts - 50_000
     if topology_end < args.topology_interval and (actor_sparse.names or critic_sparse.names):
         print(
@@ -464,7 +464,7 @@ if __name__ == "__main__":
                     with torch.no_grad():
                         torch._foreach_lerp_(critic_target_params, critic_params, args.tau)
                         if args.target_topology == "top-k":
-                            keep_top_k_(critic_target_sparse, critic_nnz)
+                            keep_top_k_(critic_target_sparse, critic_target_masks, critic_sparse.masks)
                         elif critic_sparse.names:
                             torch._foreach_mul_(critic_target_sparse, critic_sparse.masks)
 

@@ -94,12 +94,20 @@ def sparsify(module: nn.Module, densities: dict[str, float], init: str) -> Spars
 
 
 @torch.no_grad()
-def keep_top_k_(weights: list[torch.Tensor], ks: list[int]) -> None:
-    """Zero all but the k largest-|w| entries of each matrix: DS-TD3's sparse target networks, which keep their
-    own magnitude-based topology with the online layer's connection count."""
-    for weight, k in zip(weights, ks):
-        if int(torch.count_nonzero(weight)) > k:  # nothing to do while the target's support has not grown
-            weight.mul_(top_k_mask(weight.abs(), k))
+def keep_top_k_(weights: list[torch.Tensor], target_masks: list[torch.Tensor], online_masks: list[torch.Tensor]) -> None:
+    """DS-TD3's sparse target networks: after a soft update, each target layer keeps its k largest-|w| entries,
+    k = the online layer's connection count. `target_masks` (0/1, updated in place) is the target's own topology,
+    which can lag the online one. A soft update can only add the online connections the target lacks; when all of
+    them are smaller than every connection the target has, they are exactly the ones to drop. That shortcut costs a
+    few elementwise ops instead of a top-k over the whole matrix, and is what happens almost always."""
+    for weight, target_mask, online_mask in zip(weights, target_masks, online_masks, strict=True):
+        added = online_mask > target_mask
+        if not added.any():  # same topology: nothing to drop
+            continue
+        magnitude = weight.abs()
+        if torch.where(added, magnitude, 0).max() > torch.where(target_mask > 0, magnitude, torch.inf).min():
+            target_mask.copy_(top_k_mask(magnitude, int(online_mask.sum())))
+        weight.mul_(target_mask)
 
 
 @torch.no_grad()

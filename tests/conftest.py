@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -21,3 +23,19 @@ def run_script(tmp_path, monkeypatch):
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     return run
+
+
+def logged_scalars(run_dir: str) -> dict[str, list[float]]:
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_sparse_invariants(sparse, network: str, logged: dict[str, list[float]]) -> None:
+    """Inactive weights exactly zero; every layer's connection count what it was at the start (the density logged
+    at step 0 and at each topology update); and the topology moved (more positions ever active than active now)."""
+    for name, weight, mask in zip(sparse.names, sparse.weights, sparse.masks, strict=True):
+        assert torch.all(weight[mask == 0] == 0), name
+        densities = logged[f"sparse/{network}.{name.removesuffix('.weight')}_density"]
+        assert len(densities) > 1 and all(d == pytest.approx(float(mask.sum()) / mask.numel()) for d in densities), name
+    assert sum(int(e.sum()) for e in sparse.ever_active) > sum(sparse.nnz())

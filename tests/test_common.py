@@ -6,7 +6,7 @@ from torch import nn
 
 from common.distributions import er_densities, erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
-from common.masks import keep_top_k_, magnitude_mask, random_mask, reset_adam_moments, sparsify
+from common.masks import keep_top_k_, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
 from common.topology import (
     cosine_drop_fraction,
     gradient_scores,
@@ -141,13 +141,22 @@ def test_set_update_many_times_keeps_invariants():
     assert sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)
 
 
-def test_keep_top_k_targets():
-    w = torch.tensor([[0.5, -0.1, 0.0], [0.3, -0.7, 0.05]])
-    keep_top_k_([w], [3])
-    assert torch.equal(w, torch.tensor([[0.5, 0.0, 0.0], [0.3, -0.7, 0.0]]))
-    kept = w.clone()
-    keep_top_k_([w], [3])  # already at k: unchanged
-    assert torch.equal(w, kept)
+def test_keep_top_k_targets_matches_a_full_top_k():
+    torch.manual_seed(0)
+    for trial in range(200):
+        online = (torch.rand(8, 8) < 0.5).float()
+        k = int(online.sum())
+        target_mask = top_k_mask(torch.rand(8, 8) * (1 + online), k).float()  # overlaps the online topology
+        scale = 0.01 if trial % 2 else 1.0  # small added weights: the shortcut; large ones: the full top-k
+        weight = torch.randn(8, 8) * target_mask + scale * torch.randn(8, 8) * online * (1 - target_mask)
+        expected = weight * top_k_mask(weight.abs(), k)
+        keep_top_k_([weight], [target_mask], [online])
+        assert torch.equal(weight, expected) and int(target_mask.sum()) == k
+        assert torch.all(weight[target_mask == 0] == 0)
+    same = torch.randn(4, 4)
+    kept = same.clone()
+    keep_top_k_([same], [torch.ones(4, 4)], [torch.ones(4, 4)])  # nothing added: unchanged
+    assert torch.equal(same, kept)
 
 
 def test_schedules():

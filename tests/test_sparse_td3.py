@@ -5,22 +5,12 @@ import glob
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import assert_sparse_invariants, logged_scalars
 
 from common.flops import weight_counts
 
 SMOKE = ["--total-timesteps", "1200", "--learning-starts", "400", "--batch-size", "32", "--topology-interval", "100", "--topology-end", "800",
          "--eval-frequency", "600", "--eval-episodes", "1", "--save-model"]  # fmt: skip
-
-
-def zero_outside_masks(sparse) -> bool:
-    return all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(sparse.weights, sparse.masks, strict=True))
-
-
-def scalars(run_dir: str) -> dict[str, list[float]]:
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.mark.parametrize("improved", [False, True])
@@ -33,26 +23,24 @@ def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, improv
     # 800 training iterations: 400 delayed actor steps, 8 topology updates that changed masks but not their counts
     assert all(int(s["step"]) == 400 for s in g["actor_optimizer"].state.values())
     assert all(int(s["step"]) == 800 for s in g["q_optimizer"].state.values())
-    for sparse, nnz in ((actor_sparse, g["actor_nnz"]), (critic_sparse, g["critic_nnz"])):
-        assert zero_outside_masks(sparse) and sparse.nnz() == nnz
-        assert sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)  # the topology moved
-    for target, nnz in ((g["actor_target_sparse"], g["actor_nnz"]), (g["critic_target_sparse"], g["critic_nnz"])):
-        assert all(int(torch.count_nonzero(w)) <= k for w, k in zip(target, nnz, strict=True))
-    if target_topology == "online":
-        assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(g["critic_target_sparse"], critic_sparse.masks))
-
     run_dir = glob.glob("runs/*")[0]
-    logged = scalars(run_dir)
+    logged = logged_scalars(run_dir)
+    assert_sparse_invariants(actor_sparse, "actor", logged)
+    assert_sparse_invariants(critic_sparse, "critic", logged)
+    # targets: never more connections than the online layer; with 'online', exactly inside the online masks
+    for target, sparse in ((g["actor_target_sparse"], actor_sparse), (g["critic_target_sparse"], critic_sparse)):
+        for weight, nnz, mask in zip(target, sparse.nnz(), sparse.masks, strict=True):
+            assert int(torch.count_nonzero(weight)) <= nnz
+            assert target_topology == "top-k" or torch.all(weight[mask == 0] == 0)
     for tag in ("charts/episodic_return", "charts/SPS", "losses/qf1_loss", "losses/actor_loss", "eval/episodic_return",
                 "sparse/training_FLOPs_ratio", "sparse/inference_FLOPs_ratio", "sparse/critic_ever_active",
                 "sparse/actor.fc2_density"):  # fmt: skip
         assert tag in logged, tag
-    assert len(set(logged["sparse/critic.qf1.fc2_density"])) == 1  # nnz constant across 8 updates
     assert 0.4 < logged["sparse/training_FLOPs_ratio"][0] < 0.6
     weights = logged["sparse/actor_weights"][0] + logged["sparse/critic_weights"][0]
     assert weights == pytest.approx((1 - 0.506) * 214_784, rel=0.01)  # ~50.6% sparsity of the paper's 214,784
 
-    checkpoint = torch.load(f"{run_dir}/sparse_td3.pt", weights_only=False)
+    checkpoint = torch.load(f"{run_dir}/sparse_td3.pt", weights_only=True)
     assert set(checkpoint) >= {"actor", "qf1", "qf2", "masks", "args"} and checkpoint["args"]["env_id"] == "HalfCheetah-v4"
     for name, mask in checkpoint["masks"]["actor"].items():
         assert torch.all(checkpoint["actor"][name][~mask] == 0)
