@@ -96,18 +96,22 @@ def sparsify(module: nn.Module, densities: dict[str, float], init: str) -> Spars
 @torch.no_grad()
 def keep_top_k_(weights: list[torch.Tensor], target_masks: list[torch.Tensor], online_masks: list[torch.Tensor]) -> None:
     """DS-TD3's sparse target networks: after a soft update, each target layer keeps its k largest-|w| entries,
-    k = the online layer's connection count. `target_masks` (0/1, updated in place) is the target's own topology,
-    which can lag the online one. A soft update can only add the online connections the target lacks; when all of
-    them are smaller than every connection the target has, they are exactly the ones to drop. That shortcut costs a
-    few elementwise ops instead of a top-k over the whole matrix, and is what happens almost always."""
+    k = the online layer's connection count. `target_masks` (0/1, k ones, updated in place) is the target's own
+    topology, which can lag the online one. A soft update adds exactly the online connections the target lacks, so
+    that many entries must go; all of them are at most as large as the largest added entry, so only the entries up
+    to that size are ranked (a handful, instead of the whole matrix)."""
     for weight, target_mask, online_mask in zip(weights, target_masks, online_masks, strict=True):
         added = online_mask > target_mask
-        if not added.any():  # same topology: nothing to drop
+        n_added = int(added.sum())
+        if n_added == 0:  # same topology: nothing to drop
             continue
-        magnitude = weight.abs()
-        if torch.where(added, magnitude, 0).max() > torch.where(target_mask > 0, magnitude, torch.inf).min():
-            target_mask.copy_(top_k_mask(magnitude, int(online_mask.sum())))
-        weight.mul_(target_mask)
+        magnitude = weight.abs().view(-1)
+        largest_added = magnitude[added.view(-1)].max()
+        target_mask += added  # the union, from which n_added entries go
+        candidates = ((magnitude <= largest_added) * target_mask.view(-1)).nonzero().squeeze(1)
+        dropped = candidates[torch.topk(magnitude[candidates], n_added, largest=False, sorted=False).indices]
+        target_mask.view(-1)[dropped] = 0
+        weight.view(-1)[dropped] = 0
 
 
 @torch.no_grad()
