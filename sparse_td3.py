@@ -348,7 +348,10 @@ if __name__ == "__main__":
             f"note: topology end {topology_end} < interval {args.topology_interval}: the masks stay static (set --topology-end)"
         )
     report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
-    print(f"{run_name}: " + ", ".join(f"{key} {value:.3g}" for key, value in report.items()) + " (FLOPs: x dense)", flush=True)
+    print(
+        f"{run_name}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.3f}" for k, v in report.items()),
+        flush=True,
+    )
 
     max_action = float(env.action_space.high[0])
     rb = ReplayBuffer(
