@@ -110,6 +110,7 @@ class Args:
 def make_env(env_id, seed, capture_video=False, run_name=""):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # render without a display
         env = gym.make(env_id, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
     else:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from common.distributions import er_densities, erk_densities
+from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import keep_top_k_, reset_adam_moments, sparsify
 from common.topology import is_topology_step, random_scores, update_topology
@@ -79,6 +79,8 @@ class Args:
     sparsity: float | None = None
     """target sparsity of each network (all weights, output layer dense); solves one ER epsilon for the first two
     layers. None: the paper's per-layer ER epsilons (`er_epsilons`). 0 gives dense TD3 with otherwise identical code"""
+    sparsity_distribution: str = "er"
+    """with --sparsity: 'er' solves one ER epsilon for layers 1 and 2; 'uniform' gives both the same density"""
     er_epsilons: tuple[float, float] | None = None
     """(eps1, eps2) of the ER init of layers 1 and 2; None: the paper's value for the env (7/64 for unknown envs)"""
     topology_interval: int = 1_000
@@ -98,6 +100,7 @@ class Args:
 def make_env(env_id, seed, capture_video=False, run_name=""):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # render without a display
         env = gym.make(env_id, render_mode="rgb_array")
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
     else:
@@ -130,6 +133,8 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
     if not 0 <= args.drop_fraction < 1:
         raise SystemExit(f"error: --drop-fraction must be in [0, 1), got {args.drop_fraction}")
+    if args.sparsity_distribution not in ("er", "uniform"):
+        raise SystemExit(f"error: --sparsity-distribution must be 'er' or 'uniform', got {args.sparsity_distribution!r}")
     if args.target_topology not in ("top-k", "online"):
         raise SystemExit(f"error: --target-topology must be 'top-k' or 'online', got {args.target_topology!r}")
     return env
@@ -202,7 +207,8 @@ def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[s
     for layers in ((actor.fc1, actor.fc2, actor.fc_mu), (qf.fc1, qf.fc2, qf.fc3)):
         shapes = [tuple(layer.weight.shape) for layer in layers]
         if args.sparsity is not None:
-            densities.append(erk_densities(shapes, args.sparsity, dense=frozenset({2}))[:2])
+            distribution = erk_densities if args.sparsity_distribution == "er" else uniform_densities
+            densities.append(distribution(shapes, args.sparsity, dense=frozenset({2}))[:2])
         else:
             epsilons = args.er_epsilons or ER_EPSILONS.get(args.env_id.split("-")[0], (7, 64))
             densities.append(er_densities(shapes[:2], list(epsilons)))

@@ -13,6 +13,18 @@ def er_scale(shape: Shape) -> float:
     return (n_in + n_out) / (n_in * n_out)
 
 
+def uniform_densities(shapes: list[Shape], sparsity: float, dense: frozenset[int] = frozenset()) -> list[float]:
+    """The same density for every layer not in `dense`, so that all the layers together have the given sparsity."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    numels = [n_out * n_in for n_out, n_in in shapes]
+    budget = (1.0 - sparsity) * sum(numels) - sum(numels[i] for i in dense)
+    density = budget / sum(n for i, n in enumerate(numels) if i not in dense)
+    if density <= 0:
+        raise ValueError(f"sparsity {sparsity} is unreachable: the layers kept dense already exceed the budget")
+    return [1.0 if i in dense else min(1.0, density) for i in range(len(shapes))]
+
+
 def er_densities(shapes: list[Shape], epsilons: list[float]) -> list[float]:
     """ER with one epsilon per layer (DS-TD3, Sokar et al. 2022): p_l = min(1, eps_l * (n_in + n_out) / (n_in * n_out))."""
     return [min(1.0, eps * er_scale(shape)) for shape, eps in zip(shapes, epsilons, strict=True)]

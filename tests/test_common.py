@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.distributions import er_densities, erk_densities
+from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import keep_top_k_, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
 from common.topology import (
@@ -57,6 +57,16 @@ def test_erk_with_dense_output_layer_and_edge_cases():
             erk_densities(ACTOR, bad)
     with pytest.raises(ValueError, match="unreachable"):
         erk_densities([(10, 10), (1000, 1000)], 0.5, dense=frozenset({1}))
+
+
+def test_uniform_densities():
+    densities = uniform_densities(ACTOR, 0.5, dense=frozenset({2}))
+    assert densities[0] == densities[1] < 1 and densities[2] == 1.0
+    numels = [o * i for o, i in ACTOR]
+    assert 1 - sum(d * n for d, n in zip(densities, numels, strict=True)) / sum(numels) == pytest.approx(0.5)
+    assert uniform_densities(ACTOR, 0.0) == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unreachable"):
+        uniform_densities([(10, 10), (1000, 1000)], 0.5, dense=frozenset({1}))
 
 
 def test_mask_inits():

@@ -1,6 +1,7 @@
 """DS-TD3 end to end: the training loop reaches every update path and keeps the sparse invariants."""
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -71,10 +72,17 @@ def test_dense_mode_has_no_masks(run_script):
     assert all(bool(torch.all(p != 0)) for p in g["actor"].parameters())
 
 
-def test_sparsity_flag_hits_target(run_script):
-    g = run_script("sparse_td3.py", "--env-id", "Hopper-v4", "--sparsity", "0.8", *SMOKE)
+@pytest.mark.parametrize("distribution", ["er", "uniform"])
+def test_sparsity_flag_hits_target(run_script, distribution):
+    g = run_script(
+        "sparse_td3.py", "--env-id", "Hopper-v4", "--sparsity", "0.8", "--sparsity-distribution", distribution, *SMOKE
+    )
     nnz, dense = weight_counts(g["actor"], g["actor_sparse"]), weight_counts(g["actor"])
-    assert nnz["fc1"] == dense["fc1"] and nnz["fc_mu"] == dense["fc_mu"]  # ER makes the 11 x 256 input layer dense here
+    assert nnz["fc_mu"] == dense["fc_mu"]
+    if distribution == "er":
+        assert nnz["fc1"] == dense["fc1"]  # ER makes the 11 x 256 input layer dense here
+    else:
+        assert nnz["fc1"] / dense["fc1"] == pytest.approx(nnz["fc2"] / dense["fc2"], abs=1e-3)
     assert 1 - sum(nnz.values()) / sum(dense.values()) == pytest.approx(0.8, abs=1e-4)
 
 
@@ -113,3 +121,10 @@ def test_learns_pendulum(run_script, sparsity):
     g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", "--sparsity", sparsity, "--total-timesteps", "6000",
                    "--learning-starts", "1000", "--topology-interval", "200", "--eval-frequency", "6000", "--eval-episodes", "5")  # fmt: skip
     assert np.mean(g["eval_returns"]) > -700
+
+
+def test_capture_video_records_the_final_policy(run_script):
+    run_script("sparse_td3.py", "--env-id", "InvertedPendulum-v4", "--total-timesteps", "300", "--learning-starts", "200",
+               "--eval-episodes", "1", "--capture-video")  # fmt: skip
+    videos = glob.glob("videos/*/*.mp4")
+    assert videos and all(os.path.getsize(v) > 1000 for v in videos)  # a short episode: the pole falls
