@@ -407,6 +407,7 @@ if __name__ == "__main__":
     )
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
     start_time, eval_means = time.time(), []
+    report_time, report_step = start_time, 0  # the ETA uses the speed since the last report, not the fast warm-up
     last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
 
     # TRY NOT TO MODIFY: start the game
@@ -532,7 +533,8 @@ if __name__ == "__main__":
                 eval_means.append(np.mean(eval_returns))
                 writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
                 sps = global_step / (time.time() - start_time)
-                eta = (args.total_timesteps - global_step) / sps
+                eta = (args.total_timesteps - global_step) * (time.time() - report_time) / (global_step - report_step)
+                report_time, report_step = time.time(), global_step
                 print(
                     f"step {global_step}/{args.total_timesteps} | SPS {sps:.0f} | return {last_return:.1f} | "
                     f"eval {np.mean(eval_returns):.1f} +- {np.std(eval_returns):.1f} | "
