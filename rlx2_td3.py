@@ -500,7 +500,6 @@ if __name__ == "__main__":
                         if args.reset_grown_moments:
                             reset_adam_moments(actor_optimizer, actor_sparse.weights, grown)
                         writer.add_scalar("sparse/actor_drop_fraction", drop_fraction, global_step)
-                        log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
                     else:
                         actor_sparse.mask_gradients_()
                         actor_optimizer.step()
@@ -515,7 +514,7 @@ if __name__ == "__main__":
                                 critic_target_sparse + actor_target_sparse, critic_sparse.masks + actor_sparse.masks
                             )
 
-                if topology_step:
+                if topology_step:  # the actor's topology steps (every delta_T actor updates) fall on critic ones
                     log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)

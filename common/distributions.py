@@ -22,7 +22,7 @@ def uniform_densities(shapes: list[Shape], sparsity: float, dense: frozenset[int
     density = budget / sum(n for i, n in enumerate(numels) if i not in dense)
     if density <= 0:
         raise ValueError(f"sparsity {sparsity} is unreachable: the layers kept dense already exceed the budget")
-    return [1.0 if i in dense else min(1.0, density) for i in range(len(shapes))]
+    return [1.0 if i in dense else density for i in range(len(shapes))]
 
 
 def er_densities(shapes: list[Shape], epsilons: list[float]) -> list[float]:
