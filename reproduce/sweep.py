@@ -1,0 +1,330 @@
+"""Sweeps: every (configuration, env, seed) run of an experiment, on local worker processes or on Slurm, resumable.
+
+A configuration is `NAME=SCRIPT [ARGS...]`, SCRIPT relative to the repository root; `--twins SPARSE=DENSE` names the
+dense twin of a sparse configuration for the report. Each run gets its own directory OUT/{config}/{env}/seed{n}:
+
+- `run.json`: what runs (the configuration, env, seed, dense twin and the script's command line);
+- `runs/`: the script's TensorBoard log (the script runs with the run directory as its working directory);
+- `stdout_stderr.log`: everything the script printed;
+- `done.json`: written only after the script exited with 0. A sweep skips the runs that have it and wipes and reruns
+  the others, so running the same command again resumes an interrupted or partly failed sweep.
+
+    python reproduce/sweep.py --preset first-reproduction --total-timesteps 100000 --workers 2
+    python reproduce/sweep.py --config "ds-td3=sparse_td3.py" "td3=sparse_td3.py --sparsity 0" --twins ds-td3=td3 \
+        --env-ids Hopper-v4 --seeds 1 2 3 --out results/hopper
+    python reproduce/sweep.py --preset first-reproduction --backend slurm --slurm-partition cpu   # one job per run
+
+Local runs go `--workers` at a time, each pinned to one CPU thread; a failed run is reported at the end and the others
+go on; the exit status is 1 if any run failed. Ctrl-C stops the runs in flight (they leave no `done.json`).
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC, DONE, LOG = "run.json", "done.json", "stdout_stderr.log"
+# The scripts have no thread flag: the environment pins PyTorch (and numpy's BLAS) to one thread per run.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    configs: tuple[str, ...]
+    twins: tuple[str, ...]
+    env_ids: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+PRESETS = {
+    # DS-TD3 and RLx2 against dense runs of the same scripts (the sweep asks for the budget: --total-timesteps)
+    "first-reproduction": Preset(
+        configs=(
+            "ds-td3=sparse_td3.py",
+            "td3=sparse_td3.py --sparsity 0",
+            "rlx2=rlx2_td3.py",
+            "rlx2-dense=rlx2_td3.py --actor-sparsity 0 --critic-sparsity 0 --topology static --n-step 1 --no-dynamic-buffer",
+        ),
+        twins=("ds-td3=td3", "rlx2=rlx2-dense"),
+        env_ids=("HalfCheetah-v4", "Hopper-v4"),
+        seeds=(1, 2, 3),
+    ),
+}
+
+
+@dataclass
+class Args:
+    preset: str | None = None
+    """a named sweep (`first-reproduction`); --config, --twins, --env-ids or --seeds given too replace its own"""
+    config: tuple[str, ...] = ()
+    """configurations, each `NAME=SCRIPT [ARGS...]` with SCRIPT relative to the repository root"""
+    twins: tuple[str, ...] = ()
+    """`SPARSE=DENSE`: the dense twin of a sparse configuration (the report's % of dense and steps to reach it)"""
+    env_ids: tuple[str, ...] = ()
+    """environments; every configuration runs on each"""
+    seeds: tuple[int, ...] = ()
+    """seeds; every configuration runs with each on each env"""
+    total_timesteps: int | None = None
+    """if set, `--total-timesteps` of every run (otherwise the scripts' default, the papers' budget)"""
+    extra_args: str = ""
+    """more arguments for every run, one string with `=` (a value starting with -- needs it): --extra-args="--eval-episodes 5" """
+    out: str = "results"
+    """the sweep's directory; OUT/{config}/{env}/seed{n} per run"""
+    workers: int = os.cpu_count() or 1
+    """runs at once: local processes, or with --backend slurm the job array's parallelism"""
+    backend: str = "local"
+    """'local': worker processes here; 'slurm': one Slurm job per run through submitit; 'submitit-local': the Slurm
+    path run here by submitit's local executor (every run at once), to try it before a cluster"""
+    slurm_partition: str | None = None
+    """the Slurm partition (None: the cluster's default)"""
+    slurm_timeout_min: int = 24 * 60
+    """time limit of one job in minutes (also submitit-local's); a run past it is killed and rerun by the next sweep"""
+    slurm_mem_gb: int = 8
+    """memory of one Slurm job in GB"""
+    progress_interval: float = 60.0
+    """seconds between two progress lines (the step each running run has reached)"""
+    dry_run: bool = False
+    """list the runs, which would run and which are complete, and exit"""
+
+
+@dataclass(frozen=True)
+class Run:
+    config: str
+    env_id: str
+    seed: int
+    argv: tuple[str, ...]  # SCRIPT ARGS..., without the interpreter
+    twin: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.config}/{self.env_id.replace('/', '_')}/seed{self.seed}"
+
+    def spec(self) -> dict:
+        return {"config": self.config, "env_id": self.env_id, "seed": self.seed, "twin": self.twin, "argv": list(self.argv)}
+
+
+def parse_pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    """`NAME=VALUE` strings as a dict; the same name twice must say the same thing (then it counts once)."""
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or not value:
+            raise SystemExit(f"error: {what} {item!r}: expected NAME=VALUE, NAME of letters, digits and _.+-")
+        if pairs.get(name, value) != value:
+            raise SystemExit(f"error: {what} {name!r} is given twice, as {pairs[name]!r} and {value!r}")
+        pairs[name] = value
+    return pairs
+
+
+def plan(args: Args) -> list[Run]:
+    """Configurations x env ids x seeds, each run once, in that order."""
+    if args.preset is not None and args.preset not in PRESETS:
+        raise SystemExit(f"error: unknown preset {args.preset!r}; presets: {', '.join(PRESETS)}")
+    preset = PRESETS[args.preset] if args.preset else Preset((), (), (), ())
+    configs = parse_pairs(args.config or preset.configs, "configuration")
+    twins = parse_pairs(args.twins or (() if args.config else preset.twins), "twin")  # the preset's fit its configs
+    env_ids, seeds = args.env_ids or preset.env_ids, args.seeds or preset.seeds
+    if not configs or not env_ids or not seeds:
+        raise SystemExit("error: give --preset, or --config, --env-ids and --seeds")
+    for sparse, dense in twins.items():
+        if sparse not in configs or dense not in configs:
+            raise SystemExit(f"error: twin {sparse}={dense}: both must be configurations of this sweep")
+    common = ["--total-timesteps", str(args.total_timesteps)] if args.total_timesteps is not None else []
+    common += shlex.split(args.extra_args)
+    runs = []
+    for config, command in configs.items():
+        script, *script_args = shlex.split(command)
+        if not (ROOT / script).is_file():
+            raise SystemExit(f"error: configuration {config}: no script {ROOT / script}")
+        for env_id in dict.fromkeys(env_ids):
+            for seed in dict.fromkeys(seeds):
+                argv = (script, *script_args, "--env-id", env_id, "--seed", str(seed), *common)
+                runs.append(Run(config, env_id, seed, argv, twins.get(config)))
+    return runs
+
+
+def run_one(run_dir: str, running: set | None = None) -> int:
+    """Run the command of one run directory's run.json there, and write done.json if it exits with 0; returns the
+    exit code. The same function runs in a local worker and in a Slurm job. Whatever an earlier attempt left in the
+    directory is wiped first. The script runs in its own session, so a Ctrl-C meant for the sweep does not reach it
+    (the scripts catch KeyboardInterrupt and exit with 0); the sweep terminates it instead. `running` collects the
+    live process for that."""
+    run_dir = Path(run_dir)
+    spec = json.loads((run_dir / SPEC).read_text())
+    for path in run_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.name != SPEC:
+            path.unlink()
+    script, *script_args = spec["argv"]
+    start = time.time()
+    with open(run_dir / LOG, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / script), *script_args],
+            cwd=run_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **ONE_THREAD},
+            start_new_session=True,
+        )
+        if running is not None:
+            running.add(process)
+        try:
+            returncode = process.wait()
+        except BaseException:  # this process interrupted (Ctrl-C, or submitit cancelling its job): stop the script too
+            process.terminate()
+            process.wait()
+            raise
+        finally:
+            if running is not None:
+                running.discard(process)
+    if returncode == 0:
+        done = {"seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        (run_dir / DONE).write_text(json.dumps(done) + "\n")
+    return returncode
+
+
+def last_line(path: Path, pattern: str = "") -> str:
+    """The last line of a log that starts with `pattern` ('' if none)."""
+    if not path.exists():
+        return ""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.startswith(pattern) and line.strip()]
+    return lines[-1] if lines else ""
+
+
+def watch(jobs: list, run_dirs: list[Path], out: Path, poll_s: float, progress_interval: float) -> dict[Path, str]:
+    """Wait for every job (a concurrent.futures.Future or a submitit Job: both have done() and result()), printing a
+    line as each ends and, every `progress_interval` seconds, the step each running run has reached (its log's last
+    `step N/M` line). Returns each run directory's outcome: 'ok', or why it failed."""
+    outcomes: dict[Path, str] = {}
+    pending, last_progress, start = list(zip(jobs, run_dirs)), time.time(), time.time()
+    while pending:
+        for job, run_dir in [(job, run_dir) for job, run_dir in pending if job.done()]:
+            pending.remove((job, run_dir))
+            try:
+                returncode = job.result()
+                outcomes[run_dir] = "ok" if returncode == 0 else f"exit {returncode}: {last_line(run_dir / LOG)}"
+            except Exception as e:  # a job the cluster killed (time limit, node failure) or that could not start
+                outcomes[run_dir] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+            failed = sum(outcome != "ok" for outcome in outcomes.values())
+            status = "done" if outcomes[run_dir] == "ok" else f"FAILED ({outcomes[run_dir]})"
+            print(f"[{len(outcomes)}/{len(jobs)}, {failed} failed] {run_dir.relative_to(out)} {status}", flush=True)
+        if pending and time.time() - last_progress >= progress_interval:
+            last_progress = time.time()
+            started = [run_dir for _, run_dir in pending if (run_dir / LOG).exists()]
+            steps = [last_line(run_dir / LOG, "step ").removeprefix("step ").split(" ")[0] for run_dir in started]
+            running = ", ".join(f"{run_dir.relative_to(out)} {step or 'starting'}" for run_dir, step in zip(started, steps))
+            minutes = (time.time() - start) / 60
+            print(f"[{minutes:.0f} min] {len(started)} running, {len(pending) - len(started)} queued: {running}", flush=True)
+        if pending:
+            time.sleep(poll_s)
+    return outcomes
+
+
+def run_local(run_dirs: list[Path], out: Path, workers: int, progress_interval: float) -> dict[Path, str]:
+    running: set[subprocess.Popen] = set()
+    pool = ThreadPoolExecutor(max_workers=workers)  # threads that each wait on one script process
+    jobs = []
+    try:
+        jobs = [pool.submit(run_one, str(run_dir), running) for run_dir in run_dirs]
+        return watch(jobs, run_dirs, out, poll_s=0.5, progress_interval=progress_interval)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        while not all(job.done() for job in jobs):  # also catches a process started while we were stopping the others
+            for process in list(running):
+                process.terminate()
+            time.sleep(0.1)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
+def run_submitit(run_dirs: list[Path], out: Path, args: Args, cluster: str) -> dict[Path, str]:
+    """One job per run, as a job array; the job runs `run_one` on the run directory (a shared filesystem on Slurm)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=out / "_submitit" / "%j", cluster=cluster)
+    executor.update_parameters(
+        name="sweep",
+        timeout_min=args.slurm_timeout_min,
+        cpus_per_task=1,
+        mem_gb=args.slurm_mem_gb,
+        slurm_partition=args.slurm_partition,
+        slurm_array_parallelism=args.workers,
+    )
+    jobs = executor.map_array(run_one, [str(run_dir) for run_dir in run_dirs])
+    ids = ", ".join(job.job_id for job in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
+    print(f"submitted {len(jobs)} jobs ({cluster}: {ids}); submitit's own logs in {out / '_submitit'}", flush=True)
+    if cluster == "slurm":
+        print("Ctrl-C stops watching only; the jobs go on (scancel them to stop them)", flush=True)
+    return watch(jobs, run_dirs, out, poll_s=1 if cluster == "local" else 30, progress_interval=args.progress_interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__)
+    if args.backend not in ("local", "slurm", "submitit-local"):
+        raise SystemExit(f"error: --backend must be 'local', 'slurm' or 'submitit-local', got {args.backend!r}")
+    if args.workers < 1:
+        raise SystemExit(f"error: --workers must be positive, got {args.workers}")
+    runs, out = plan(args), Path(args.out).resolve()
+    todo, complete, conflicts = [], [], []
+    for run in runs:
+        run_dir = out / run.name
+        if (run_dir / DONE).exists():
+            recorded = json.loads((run_dir / SPEC).read_text())
+            if recorded["argv"] != list(run.argv):
+                conflicts.append(f"  {run.name}: ran {shlex.join(recorded['argv'])}\n    now {shlex.join(run.argv)}")
+            elif recorded != run.spec():  # only the dense twin changed: nothing to rerun
+                (run_dir / SPEC).write_text(json.dumps(run.spec(), indent=2) + "\n")
+            complete.append(run)
+        else:
+            todo.append(run)
+    if conflicts:
+        raise SystemExit(
+            "error: complete runs in this directory ran another command; use another --out or delete them:\n"
+            + "\n".join(conflicts)
+        )
+    print(f"{len(runs)} runs in {out}: {len(complete)} complete, {len(todo)} to run ({args.backend})", flush=True)
+    if args.dry_run:
+        for run in runs:
+            print(f"  {'complete' if run in complete else 'to run  '} {run.name}: {shlex.join(run.argv)}")
+        return 0
+    for run in todo:
+        (out / run.name).mkdir(parents=True, exist_ok=True)
+        (out / run.name / SPEC).write_text(json.dumps(run.spec(), indent=2) + "\n")
+    run_dirs = [out / run.name for run in todo]
+    try:
+        if args.backend == "local":
+            outcomes = run_local(run_dirs, out, args.workers, args.progress_interval)
+        else:
+            outcomes = run_submitit(run_dirs, out, args, "slurm" if args.backend == "slurm" else "local")
+    except KeyboardInterrupt:
+        if args.backend == "slurm":
+            print("\nstopped watching; the Slurm jobs go on. Rerun this command only once none is left (squeue).")
+        else:
+            print("\ninterrupted: the runs in flight were stopped; the same command resumes the sweep")
+        return 130
+    failed = {run_dir: outcome for run_dir, outcome in outcomes.items() if outcome != "ok"}
+    print(f"\n{len(outcomes) - len(failed)} runs done, {len(complete)} were already complete, {len(failed)} failed")
+    for run_dir, outcome in failed.items():
+        print(f"  FAILED {run_dir.relative_to(out)}: {outcome}\n    log: {run_dir / LOG}")
+    if failed:
+        print("the same command reruns the failed runs and skips the complete ones")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops the runs in flight as Ctrl-C does
+    raise SystemExit(main())
