@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from common.distributions import erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
+from common.kernels import request_dense_gradients, use_kernels
 from common.masks import reset_adam_moments, sparsify
 from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
 
@@ -105,6 +106,9 @@ class Args:
     """shrink when the mean of ((pi(s) - a_behaviour) / max_action)^2 / 2 exceeds this (paper: 0.2)"""
     buffer_drop_fraction: float = 0.1
     """fraction of the stored transitions (the oldest) dropped per shrink (paper: 0.1)"""
+    sparse_backend: str = "masked"
+    """'masked': dense products of masked weights (as every published code); 'kernel': CPU products over the active
+    weights only, same results (common/kernels.py)"""
 
 
 def make_env(env_id, seed, capture_video=False, run_name=""):
@@ -148,6 +152,10 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
     if not 0 <= args.drop_fraction < 1 or not 0 <= args.buffer_drop_fraction < 1:
         raise SystemExit("error: --drop-fraction and --buffer-drop-fraction must be in [0, 1)")
+    if args.sparse_backend not in ("masked", "kernel"):
+        raise SystemExit(f"error: --sparse-backend must be 'masked' or 'kernel', got {args.sparse_backend!r}")
+    if args.sparse_backend == "kernel" and args.cuda and torch.cuda.is_available():
+        raise SystemExit("error: --sparse-backend kernel runs on the CPU: add --no-cuda (the GPU uses the masked path)")
     if args.topology not in ("rigl", "set", "static"):
         raise SystemExit(f"error: --topology must be 'rigl', 'set' or 'static', got {args.topology!r}")
     return env
@@ -383,6 +391,14 @@ if __name__ == "__main__":
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     qfs_target = nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target})
+    if args.sparse_backend == "kernel":  # same weights, masks and optimizer; the products skip inactive weights
+        for network, sparse in (
+            (actor, actor_sparse),
+            (target_actor, actor_sparse),
+            (qfs, critic_sparse),
+            (qfs_target, critic_sparse),
+        ):
+            use_kernels(network, sparse.names, sparse.masks)  # targets carry the online masks (section 4.1)
     # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
     q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
@@ -474,6 +490,7 @@ if __name__ == "__main__":
                 qf_loss = qf1_loss + qf2_loss
 
                 q_optimizer.zero_grad()
+                request_dense_gradients(qfs, topology_step)  # kernel backend: RigL scores need dL/dW everywhere
                 qf_loss.backward()
                 if topology_step:  # (a) RigL on this batch's dense gradient; the optimizer step is skipped (released code)
                     drop_fraction = cosine_drop_fraction(iteration, args.drop_fraction, topology_end)
@@ -493,6 +510,7 @@ if __name__ == "__main__":
                     )
                     actor_loss = -qf1(data_obs, actor(data_obs)).mean()
                     actor_optimizer.zero_grad()
+                    request_dense_gradients(actor, actor_topology_step)
                     actor_loss.backward()
                     if actor_topology_step:
                         drop_fraction = cosine_drop_fraction(actor_updates, args.drop_fraction, actor_topology_end)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import assert_sparse_invariants, logged_scalars
 
+from common.kernels import KernelLinear
 from common.masks import magnitude_mask
 from rlx2_td3 import ReplayBuffer
 
@@ -125,8 +126,27 @@ def test_dense_setting_is_plain_td3(run_script):
     assert all(int(s["step"]) == 1000 for s in g["q_optimizer"].state.values())
 
 
+def test_training_run_matches_the_masked_path(run_script):
+    """Same seed and batches: RigL picks the same connections and the losses agree to float32 round-off."""
+    runs = {}
+    for backend in ("masked", "kernel"):
+        g = run_script("rlx2_td3.py", "--env-id", "Hopper-v4", "--sparse-backend", backend, "--no-cuda",
+                       "--exp-name", backend, *SMOKE)  # fmt: skip
+        runs[backend] = g, logged_scalars(glob.glob(f"runs/*__{backend}__*")[0])
+    (masked, masked_log), (kernel, kernel_log) = runs["masked"], runs["kernel"]
+    assert any(type(layer) is KernelLinear and layer.mask is not None for layer in kernel["qfs"].modules())
+    for name in ("actor_sparse", "critic_sparse"):
+        assert all(torch.equal(a, b) for a, b in zip(masked[name].masks, kernel[name].masks, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(masked[name].ever_active, kernel[name].ever_active, strict=True))
+    assert masked_log["losses/qf_loss"] == pytest.approx(kernel_log["losses/qf_loss"], rel=1e-3)
+    assert masked_log["losses/actor_loss"] == pytest.approx(kernel_log["losses/actor_loss"], rel=1e-3)
+    for a, b in zip(masked["actor"].parameters(), kernel["actor"].parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
 @pytest.mark.parametrize("bad", [["--env-id", "Pendulum-v1"], ["--actor-sparsity", "1"], ["--topology", "magic"],
-                                 ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"]])  # fmt: skip
+                                 ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"],
+                                 ["--sparse-backend", "sparse"]])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("rlx2_td3.py", *bad)
