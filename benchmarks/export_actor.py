@@ -56,7 +56,7 @@ def main():
     actor.load_state_dict(state["actor"])  # the dense twin's cost: same shapes, no masks
     torch.save(actor.state_dict(), f"{workdir}/actor.pt")
     export_actor(checkpoint, f"{workdir}/actor.npz")
-    policy = SparsePolicy(f"{workdir}/actor.npz")
+    policy, numpy_policy = SparsePolicy(f"{workdir}/actor.npz"), SparsePolicy(f"{workdir}/actor.npz", use_numba=False)
 
     observations = np.random.default_rng(0).normal(size=(2000, actor.fc1.in_features)).astype(np.float32)
 
@@ -65,13 +65,15 @@ def main():
         return actor(torch.as_tensor(obs)[None])[0].numpy()
 
     torch_us, sparse_us = per_call_us(torch_act, observations), per_call_us(policy, observations)
+    numpy_us = per_call_us(numpy_policy, observations)
     torch_bytes, sparse_bytes = os.path.getsize(f"{workdir}/actor.pt"), os.path.getsize(f"{workdir}/actor.npz")
-    print(f"{state['args']['env_id']}, actor density {sum(int(m.sum()) for m in state['masks']['actor'].values())} "
-          f"weights in the masked layers; torch threads {torch.get_num_threads()}")  # fmt: skip
+    active = sum(int(m.sum()) for m in state["masks"]["actor"].values())
+    print(f"{state['args']['env_id']}: {active:,} active weights in the actor's masked layers; torch threads {args.threads}")
     print("| actor | latency per action (us) | file (bytes) |\n|---|---|---|")
     print(f"| torch dense (state_dict) | {torch_us:.1f} | {torch_bytes:,} |")
-    print(f"| exported sparse (numpy{' + numba' if policy.uses_numba else ''}) | {sparse_us:.1f} | {sparse_bytes:,} |")
-    print(f"| ratio | x{torch_us / sparse_us:.1f} faster | x{torch_bytes / sparse_bytes:.1f} smaller |")
+    print(f"| exported sparse, numba | {sparse_us:.1f} | {sparse_bytes:,} |")
+    print(f"| exported sparse, numpy only | {numpy_us:.1f} | {sparse_bytes:,} |")
+    print(f"| torch / numba | x{torch_us / sparse_us:.1f} | x{torch_bytes / sparse_bytes:.1f} |")
 
 
 if __name__ == "__main__":

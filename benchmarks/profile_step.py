@@ -12,6 +12,7 @@ included, divided by the number of iterations) and its share of the run. Runs th
 
 import cProfile
 import pstats
+import re
 import runpy
 import sys
 from collections import defaultdict
@@ -28,7 +29,18 @@ PHASES = {
     "reset_adam_moments": "mask work", "gradient_scores": "mask work", "random_scores": "mask work",
     "request_dense_gradients": "mask work", "add_scalar": "logging", "log_sparsity": "logging", "item": "logging",
     "evaluate": "evaluation",
+    "decorate_context": "mask work",  # common/'s @torch.no_grad functions, the only ones the loop calls
+    "inner": "optimizer",  # Optimizer.zero_grad, wrapped by torch
+    "mse_loss": "forward (acting, losses)", "_find_and_load": "start-up", "_handle_fromlist": "start-up",
+    "check_args": "start-up", "cli": "start-up", "__init__": "start-up", "sparsify": "start-up",
 }  # fmt: skip
+
+
+def phase_of(function: str) -> str:
+    """cProfile names builtins "<built-in method torch.relu>" or "<method 'item' of ...>": keep the last name."""
+    name = re.findall(r"[A-Za-z_]\w*", function.split(" of ")[0])[-1] if function.startswith("<") else function
+    return PHASES.get(name, "other (tensor ops in the loop, noise, clipping)")
+
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
@@ -46,10 +58,10 @@ if __name__ == "__main__":
     total, phases = stats[loop][3], defaultdict(float)
     for (_, _, function), (*_, callers) in stats.items():
         if loop in callers:
-            phases[PHASES.get(function, "other (tensor ops in the loop, noise, clipping)")] += callers[loop][3]
+            phases[phase_of(function)] += callers[loop][3]
     phases["other (tensor ops in the loop, noise, clipping)"] += total - sum(phases.values())  # the loop's own time
     print(" ".join([Path(script).name, *extra]), f"- {RANDOM_STEPS} random steps, {ITERATIONS} training iterations")
-    startup = phases.pop("start-up")
+    startup = phases.pop("start-up", 0.0)
     print(f"start-up (imports, env, networks): {startup:.1f} s; per training iteration, random steps included:")
     print("| phase | ms per iteration | share |\n|---|---|---|")
     for phase, seconds in sorted(phases.items(), key=lambda item: -item[1]):
