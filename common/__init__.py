@@ -1,1 +1,2 @@
-"""What the three scripts share: sparsity distributions, masks, the topology update and FLOP counting."""
+"""What the three scripts share: sparsity distributions, masks, the topology update and FLOP counting; plus the sparse
+kernel backend (`kernels.py`) and the torch-free exported actor (`export.py`, `sparse_policy.py`)."""
