@@ -398,7 +398,9 @@ if __name__ == "__main__":
             (qfs, critic_sparse),
             (qfs_target, critic_sparse),
         ):
-            use_kernels(network, sparse.names, sparse.masks)  # targets carry the online masks (section 4.1)
+            # targets carry the online masks (section 4.1); a topology update on an iteration without a target update
+            # (an odd interval) reaches the targets one iteration earlier than on the masked path
+            use_kernels(network, sparse.names, sparse.masks)
     # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
     q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
     actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
