@@ -18,6 +18,7 @@ from common.distributions import erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.kernels import request_dense_gradients, use_kernels
 from common.masks import reset_adam_moments, sparsify
+from common.speed import LeanAdam
 from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
 
 # (actor, critic) sparsity per env family, TD3 (Tan et al. 2023, Table 1)
@@ -401,9 +402,9 @@ if __name__ == "__main__":
             # targets carry the online masks (section 4.1); a topology update on an iteration without a target update
             # (an odd interval) reaches the targets one iteration earlier than on the masked path
             use_kernels(network, sparse.names, sparse.masks)
-    # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
-    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
+    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate)
+    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())
@@ -513,7 +514,7 @@ if __name__ == "__main__":
                     actor_loss = -qf1(data_obs, actor(data_obs)).mean()
                     actor_optimizer.zero_grad()
                     request_dense_gradients(actor, actor_topology_step)
-                    actor_loss.backward()
+                    actor_loss.backward(inputs=actor_params)  # the critics' gradients would be thrown away
                     if actor_topology_step:
                         drop_fraction = cosine_drop_fraction(actor_updates, args.drop_fraction, actor_topology_end)
                         grown = update_topology(actor_sparse, grow_scores(actor_sparse), drop_fraction)

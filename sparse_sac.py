@@ -18,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from common.distributions import er_densities, erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import keep_top_k_, reset_adam_moments, sparsify
+from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
 
 # (eps1, eps2) of the ER init per env family, from the DS-SAC table of the paper's appendix
@@ -355,12 +356,13 @@ if __name__ == "__main__":
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     qfs_target = nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target})
-    # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
-    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
+    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
+    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate)
+    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     critic_target_sparse = critic_sparse.layers_of(qfs_target)
+    actor_params = list(actor.parameters())
 
     # Automatic entropy tuning
     if args.autotune:
@@ -448,7 +450,7 @@ if __name__ == "__main__":
                 min_qf_pi = torch.min(qf1_pi, qf2_pi)
                 actor_loss = ((alpha * log_pi) - min_qf_pi).mean()
                 actor_optimizer.zero_grad()
-                actor_loss.backward()
+                actor_loss.backward(inputs=actor_params)  # the critics' gradients would be thrown away
                 actor_optimizer.step()
                 actor_sparse.apply_()
                 if topology_step:

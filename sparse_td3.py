@@ -17,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import keep_top_k_, reset_adam_moments, sparsify
+from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
 
 # (eps1, eps2) of the ER init per env family: eps2 = 64 everywhere, eps1 from the paper (Sokar et al. 2022, section 5)
@@ -338,9 +339,9 @@ if __name__ == "__main__":
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     qfs_target = nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target})
-    # Fused Adam: one kernel for all parameters, same arithmetic as the loop version.
-    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay, fused=True)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay, fused=True)
+    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
+    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())
@@ -426,7 +427,7 @@ if __name__ == "__main__":
                 if iteration % args.policy_frequency == 0:
                     actor_loss = -qf1(data_obs, actor(data_obs)).mean()
                     actor_optimizer.zero_grad()
-                    actor_loss.backward()
+                    actor_loss.backward(inputs=actor_params)  # the critics' gradients would be thrown away
                     actor_optimizer.step()
                     actor_sparse.apply_()
                     if topology_step:
