@@ -22,7 +22,6 @@ class LeanAdam(torch.optim.Adam):
             raise ValueError("LeanAdam takes one parameter group")
         self._state_lists = None  # (exp_avgs, exp_avg_sqs, steps), kept after the first step
 
-    @torch.no_grad()
     def step(self, closure=None):
         params = self.param_groups[0]["params"]
         grads = [p.grad for p in params]
@@ -38,11 +37,12 @@ class LeanAdam(torch.optim.Adam):
             return loss
         group = self.param_groups[0]
         exp_avgs, exp_avg_sqs, steps = self._state_lists
-        torch._foreach_add_(steps, 1.0)
-        torch._fused_adam_(
-            params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
-            beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-        )  # fmt: skip
+        with torch.no_grad():
+            torch._foreach_add_(steps, 1.0)
+            torch._fused_adam_(
+                params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=group["betas"][0],
+                beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+            )  # fmt: skip
         return None
 
     def load_state_dict(self, state_dict):
