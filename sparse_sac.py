@@ -7,10 +7,6 @@ import random
 import time
 from dataclasses import dataclass
 
-# PyTorch's CPU worker threads spin between operations instead of sleeping: waking them cost ~0.1 ms per operation
-# here, a third of the training speed (README, "Speed"). OpenMP reads this when torch loads, hence before the imports.
-os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
-
 import gymnasium as gym
 import numpy as np
 import torch

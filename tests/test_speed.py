@@ -90,10 +90,3 @@ def test_optimized_update_matches_the_plain_formulation(script):
         assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_a, grads_b))
     for a, b in zip(*(list(actor.parameters()) + list(qf1.parameters()) for actor, qf1 in nets.values())):
         assert torch.allclose(a, b, atol=1e-5)
-
-
-@pytest.mark.parametrize("script", ["sparse_td3.py", "rlx2_td3.py", "sparse_sac.py"])
-def test_spinning_threads_are_requested_before_torch_loads(script):
-    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: the line must come before any import of torch."""
-    source = (ROOT / script).read_text()
-    assert source.index('os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")') < source.index("\nimport torch")
