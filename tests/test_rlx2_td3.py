@@ -74,8 +74,9 @@ def test_erk_densities_at_the_halfcheetah_preset(run_script):
     reference = g["Actor"](g["env"])
     for layer, mask in zip(("fc1", "fc2"), g["actor_sparse"].masks, strict=True):
         weight = getattr(reference, layer).weight.detach()
-        assert torch.equal(mask.bool(), magnitude_mask(weight, actor[f"{layer}.weight"]))  # the largest |w| of the init
-        assert torch.equal(getattr(g["actor"], layer).weight[mask.bool()], weight[mask.bool()])
+        mask = mask.bool().cpu()  # the script's device, the reference's CPU
+        assert torch.equal(mask, magnitude_mask(weight, actor[f"{layer}.weight"]))  # the largest |w| of the init
+        assert torch.equal(getattr(g["actor"], layer).weight.cpu()[mask], weight[mask])
 
 
 SMOKE = ["--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32", "--topology-interval", "100",
@@ -109,9 +110,9 @@ def test_smoke_halfcheetah_reaches_rigl_nstep_and_buffer(run_script):
     checkpoint = torch.load(f"{run_dir}/rlx2_td3.pt", weights_only=True)
     for name, mask in checkpoint["masks"]["actor"].items():
         assert torch.all(checkpoint["actor"][name][~mask] == 0)
-    loaded = g["load_actor"](f"{run_dir}/rlx2_td3.pt", g["env"], torch.device("cpu"))
+    loaded = g["load_actor"](f"{run_dir}/rlx2_td3.pt", g["env"], g["device"])
     final_eval = logged["eval/episodic_return"][-1]
-    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, g["device"]) == pytest.approx([final_eval], rel=1e-4)
 
 
 def test_set_ablation_with_moment_reset(run_script):

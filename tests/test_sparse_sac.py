@@ -47,8 +47,8 @@ def test_smoke_halfcheetah_reaches_every_update(run_script):
     for name, mask in checkpoint["masks"]["actor"].items():
         assert torch.all(checkpoint["actor"][name][~mask] == 0)
     final_eval = logged["eval/episodic_return"][-1]
-    loaded = g["load_actor"](f"{run_dir}/sparse_sac.pt", g["env"], torch.device("cpu"))
-    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+    loaded = g["load_actor"](f"{run_dir}/sparse_sac.pt", g["env"], g["device"])
+    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, g["device"]) == pytest.approx([final_eval], rel=1e-4)
 
 
 @pytest.mark.parametrize("env_id, eps1, eps2", [("HalfCheetah-v4", 12, 80), ("Hopper-v4", 7, 20)])

@@ -51,8 +51,8 @@ def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, improv
 
     # load-and-evaluate path: the same policy gives the same deterministic return as the final evaluation
     final_eval = logged["eval/episodic_return"][-1]
-    loaded = g["load_actor"](f"{run_dir}/sparse_td3.pt", g["env"], torch.device("cpu"))
-    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, torch.device("cpu")) == pytest.approx([final_eval], rel=1e-4)
+    loaded = g["load_actor"](f"{run_dir}/sparse_td3.pt", g["env"], g["device"])
+    assert g["evaluate"](loaded, "HalfCheetah-v4", 1, 101, g["device"]) == pytest.approx([final_eval], rel=1e-4)
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_td3.py", "--env-id", "Hopper-v4", "--eval-checkpoint", f"{run_dir}/sparse_td3.pt")
     assert "trained on HalfCheetah-v4" in str(exit_info.value)
@@ -89,7 +89,7 @@ def test_sparsity_flag_hits_target(run_script, distribution):
 def episode_breaks(rb) -> np.ndarray:
     """Rows whose next_obs is not the next row's obs: where an episode ended and the env was reset."""
     n = rb.size
-    return torch.nonzero(torch.any(rb.next_obs[: n - 1] != rb.obs[1:n], dim=1)).flatten().numpy()
+    return torch.nonzero(torch.any(rb.next_obs[: n - 1] != rb.obs[1:n], dim=1)).flatten().cpu().numpy()
 
 
 def test_episode_boundaries_termination_vs_truncation(run_script):
@@ -101,7 +101,7 @@ def test_episode_boundaries_termination_vs_truncation(run_script):
     # InvertedPendulum terminates when the pole falls: exactly the terminal rows are breaks, none bootstraps
     g = run_script("sparse_td3.py", "--env-id", "InvertedPendulum-v4", *SMOKE)
     rb = g["rb"]
-    terminal = torch.nonzero(rb.terminations[: rb.size - 1]).flatten().numpy()
+    terminal = torch.nonzero(rb.terminations[: rb.size - 1]).flatten().cpu().numpy()
     assert len(terminal) > 10 and episode_breaks(rb).tolist() == terminal.tolist()
 
 
