@@ -7,7 +7,9 @@ batch 256 and lr 3e-4) on batches drawn from one random buffer: target computati
 iteration the actor's step and the target update. No env step: this isolates the update. Blocks of iterations
 alternate between the two, so a slow minute of the machine hits both; prints the median ms per iteration and the ratio.
 
-    python benchmarks/update_step.py [--rounds 7] [--iterations 200]
+    python benchmarks/update_step.py [--rounds 7] [--iterations 200] [--batch-size 256]
+
+At `--batch-size 1` the same ops do almost no arithmetic: what is left is the cost of the ops themselves.
 """
 
 import copy
@@ -36,9 +38,11 @@ class Args:
     """training iterations per block"""
     buffer: int = 100_000
     """transitions in the random buffer the batches are drawn from"""
+    batch_size: int = 256
+    """transitions per batch (CleanRL's 256)"""
 
 
-def make_update(script: dict, env: gym.Env, buffer: list[torch.Tensor], lean: bool):
+def make_update(script: dict, env: gym.Env, buffer: list[torch.Tensor], batch_size: int, lean: bool):
     torch.manual_seed(0)
     actor, qf1, qf2 = script["Actor"](env), script["QNetwork"](env), script["QNetwork"](env)
     target_actor, qf1_target, qf2_target = copy.deepcopy(actor), copy.deepcopy(qf1), copy.deepcopy(qf2)
@@ -55,7 +59,7 @@ def make_update(script: dict, env: gym.Env, buffer: list[torch.Tensor], lean: bo
     def update():
         nonlocal iteration
         iteration += 1
-        idx = torch.randint(0, len(buffer[0]), (256,))
+        idx = torch.randint(0, len(buffer[0]), (batch_size,))
         obs, actions, next_obs, rewards, terminations = (x[idx] for x in buffer)
         with torch.no_grad():
             noise = (torch.randn_like(actions) * 0.2).clamp(-0.5, 0.5)
@@ -85,7 +89,7 @@ if __name__ == "__main__":
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     buffer = [torch.randn(args.buffer, obs_dim), torch.rand(args.buffer, act_dim) * 2 - 1]
     buffer += [torch.randn(args.buffer, obs_dim), torch.randn(args.buffer), torch.zeros(args.buffer)]
-    updates = {name: make_update(script, env, buffer, lean=name == "lean") for name in ("plain", "lean")}
+    updates = {name: make_update(script, env, buffer, args.batch_size, lean=name == "lean") for name in ("plain", "lean")}
     times: dict[str, list[float]] = {name: [] for name in updates}
     for update in updates.values():
         for _ in range(50):  # warm-up: allocations, optimizer state
@@ -96,7 +100,8 @@ if __name__ == "__main__":
             for _ in range(args.iterations):
                 update()
             times[name].append(1000 * (time.perf_counter() - start) / args.iterations)
-    print(f"dense TD3 update, HalfCheetah shapes, batch 256, {torch.get_num_threads()} torch threads, {args.rounds} rounds:")
+    threads, rounds = torch.get_num_threads(), args.rounds
+    print(f"dense TD3 update, HalfCheetah shapes, batch {args.batch_size}, {threads} torch threads, {rounds} rounds:")
     for name, values in times.items():
         print(f"  {name}: {statistics.median(values):.2f} ms per iteration ({' '.join(f'{v:.2f}' for v in values)})")
     print(f"  plain / lean: x{statistics.median(times['plain']) / statistics.median(times['lean']):.2f}")
