@@ -18,6 +18,7 @@ Local runs go `--workers` at a time, each pinned to one CPU thread; a failed run
 go on; the exit status is 1 if any run failed. Ctrl-C stops the runs in flight (they leave no `done.json`).
 """
 
+import faulthandler
 import json
 import os
 import re
@@ -327,4 +328,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops the runs in flight as Ctrl-C does
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` prints where each thread is
     raise SystemExit(main())
