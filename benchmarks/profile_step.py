@@ -8,6 +8,7 @@ included, divided by the number of iterations) and its share of the run. Runs th
 
     python benchmarks/profile_step.py sparse_td3.py --topology-end 100000
     python benchmarks/profile_step.py rlx2_td3.py --topology-interval 1000 --sparse-backend kernel
+    PYTHONPATH=PEER PEER/venv/bin/python benchmarks/profile_step.py PEER/td3_continuous_action.py  # CleanRL's, for comparison
 """
 
 import cProfile
@@ -18,6 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 RANDOM_STEPS, ITERATIONS = 1000, 3000
 # calls made from the training loop -> phase; network calls (acting and losses alike) are "forward"
 PHASES = {
@@ -49,8 +51,9 @@ if __name__ == "__main__":
         raise SystemExit(__doc__)
     script, extra = str(Path(sys.argv[1]).resolve()), sys.argv[2:]
     sys.path.insert(0, str(Path(script).parent))
+    quiet = ["--eval-frequency", "100000", "--eval-episodes", "1"] if Path(script).parent == ROOT else []  # ours
     sys.argv = [script, "--total-timesteps", str(RANDOM_STEPS + ITERATIONS), "--learning-starts", str(RANDOM_STEPS),
-                "--eval-frequency", "100000", "--eval-episodes", "1", *extra]  # fmt: skip
+                *quiet, *extra]  # fmt: skip
     profile = cProfile.Profile()
     profile.enable()
     runpy.run_path(script, run_name="__main__")
