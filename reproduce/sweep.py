@@ -327,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops the runs in flight as Ctrl-C does
+    # Ctrl-C and a kill stop the runs in flight; SIGINT explicitly, as a shell starts background jobs with it ignored
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` prints where each thread is
     raise SystemExit(main())

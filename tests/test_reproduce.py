@@ -111,7 +111,7 @@ def test_sweep_ctrl_c_stops_runs_without_marking_them_done(tmp_path, fake):
     process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the sweep (not to the script: it has its own session)
     try:
         output, _ = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:  # seen twice in CI, never reproduced alone: keep where the sweep was stuck
+    except subprocess.TimeoutExpired:  # say where the sweep was stuck
         process.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack, to the output
         time.sleep(1)
         process.kill()
