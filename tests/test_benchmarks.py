@@ -1,4 +1,4 @@
-import subprocess
+import os
 import sys
 
 import pytest
@@ -19,8 +19,11 @@ def test_interleaved_times_count_each_process_own_turns():
     assert 0.45 < long - short < 1.0 and 0.45 < long - short_again < 1.0
 
 
-def test_interleaved_times_stops_everything_on_a_failed_command():
-    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+def test_interleaved_times_stops_everything_on_a_failed_command(tmp_path):
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+    failing = [sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(3)"]  # the sleeper gets turns first
     with pytest.raises(SystemExit, match="exit 3"):
-        interleaved_times([sleeper, [sys.executable, "-c", "raise SystemExit(3)"]], slice_=0.05)
-    assert "time.sleep(60)" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        interleaved_times([sleeper, failing], slice_=0.05)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)  # killed and reaped
