@@ -1,6 +1,7 @@
 # RLx2: "RLx2: Training a Sparse Deep Reinforcement Learning Model from Scratch", Tan et al. (ICLR 2023).
 # TD3 with every weight matrix sparse from scratch (ERK), gradient-based topology evolution (RigL), delayed multi-step
 # TD targets and a dynamic-capacity replay buffer. Defaults follow the paper and its released code.
+import json
 import os
 import random
 import time
@@ -47,6 +48,8 @@ class Args:
     # Algorithm specific arguments (TD3 as in the paper and its released code)
     env_id: str = "HalfCheetah-v4"
     """the id of the environment (the papers used gym's -v3, which needs mujoco-py: -v4 is the same task on mujoco)"""
+    env_kwargs: str = "{}"
+    """keyword arguments of `gym.make`, as JSON: '{"use_contact_forces": true}' gives Ant-v4 the papers' 111-dim input"""
     total_timesteps: int = 3_000_000
     """total timesteps of the experiments (paper: 3M)"""
     learning_rate: float = 3e-4
@@ -93,18 +96,22 @@ class Args:
     n_step: int = 3
     """n of the multi-step TD target (paper: 3; 1: ordinary TD)"""
     delay_nstep: int = 300_000
-    """training iterations with 1-step targets before n-step ones switch on (paper: 300k)"""
+    """n-step targets from this training iteration on (paper: 300k; released code: iteration >= delay_nstep)"""
     # (c) Dynamic-capacity replay buffer
     dynamic_buffer: bool = True
     """drop the oldest transitions when they are too far from the current policy (paper: on)"""
     buffer_min_size: int = 100_000
-    """the buffer never shrinks below this many transitions (paper: 1e5)"""
+    """no shrink unless the buffer holds more than this many transitions (paper: 1e5)"""
+    clamp_buffer_min: bool = False
+    """improvement: a shrink never takes the buffer below --buffer-min-size (the released `utils.ReplayBuffer.shrink`
+    drops int(0.1 * size) whenever size > min, so a buffer just above the minimum ends below it)"""
     buffer_check_interval: int = 10_000
     """env steps between policy-distance checks (paper: 10k)"""
     buffer_check_size: int = 2_048
     """the oldest transitions on which the policy distance is measured (8 x batch size)"""
     policy_distance_threshold: float = 0.2
-    """shrink when the mean of ((pi(s) - a_behaviour) / max_action)^2 / 2 exceeds this (paper: 0.2)"""
+    """shrink when the mean of ((pi(s) - a_behaviour) / action_scale)^2 / 2 exceeds this (paper: 0.2; action_scale is
+    each dimension's half-range, the released code's max_action on the MuJoCo tasks)"""
     buffer_drop_fraction: float = 0.1
     """fraction of the stored transitions (the oldest) dropped per shrink (paper: 0.1)"""
     sparse_backend: str = "masked"
@@ -112,14 +119,14 @@ class Args:
     weights only, same results (common/kernels.py)"""
 
 
-def make_env(env_id, seed, capture_video=False, run_name=""):
+def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # render without a display
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
     else:
-        env = gym.make(env_id)
+        env = gym.make(env_id, **(env_kwargs or {}))
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
@@ -128,9 +135,17 @@ def make_env(env_id, seed, capture_video=False, run_name=""):
 def check_args(args: Args) -> gym.Env:
     """Fail before any training with a one-line reason; returns the training env."""
     try:
-        env = make_env(args.env_id, args.seed)
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
+    if not isinstance(env_kwargs, dict):
+        raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    try:
+        env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
     except gym.error.Error as e:
         raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
+    except TypeError as e:  # a keyword the env does not take
+        raise SystemExit(f"error: --env-kwargs: {e}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs Box")
     family = args.env_id.split("-")[0]
@@ -147,7 +162,7 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit("error: need --n-step <= --buffer-min-size <= --buffer-size")
     if not 0 <= args.delay_nstep:
         raise SystemExit(f"error: --delay-nstep must be >= 0, got {args.delay_nstep}")
-    if args.learning_starts + args.delay_nstep + 1 < args.n_step:
+    if args.learning_starts + max(args.delay_nstep, 1) < args.n_step:
         raise SystemExit("error: the first n-step target needs n stored transitions: raise --learning-starts or --delay-nstep")
     if not 0 <= args.learning_starts < args.total_timesteps:
         raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
@@ -230,8 +245,8 @@ class ReplayBuffer:
     def oldest(self, n):
         return (self.start + torch.arange(min(n, self.size), device=self.obs.device)) % self.max_capacity
 
-    def shrink(self, fraction, min_size):
-        """Drop the oldest `fraction` of the live transitions, keeping at least `min_size`."""
+    def shrink(self, fraction, min_size=0):
+        """Drop the oldest int(fraction * size) live transitions (released code), or fewer to keep `min_size`."""
         n = max(0, min(int(fraction * self.size), self.size - min_size))
         self.start, self.size, self.capacity = (self.start + n) % self.max_capacity, self.size - n, self.size - n
 
@@ -252,8 +267,8 @@ class ReplayBuffer:
 
 
 def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
-    """ERK densities of every weight matrix: over the actor's three, and jointly over both critics' six (the two
-    heads have equal shapes, so solving over one head gives the same densities)."""
+    """ERK densities of every weight matrix: over the actor's three, and jointly over both critics' six (the two heads
+    have equal shapes and come out equal; solving over all six sums as the released code does, to the last bit)."""
     preset = SPARSITY_PRESETS.get(args.env_id.split("-")[0], (None, None))
     actor_sparsity = args.actor_sparsity if args.actor_sparsity is not None else preset[0]
     critic_sparsity = args.critic_sparsity if args.critic_sparsity is not None else preset[1]
@@ -263,14 +278,15 @@ def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[s
         ((qf.fc1, qf.fc2, qf.fc3), critic_sparsity),
     ):
         shapes = [tuple(layer.weight.shape) for layer in layers]
-        names = [f"{name}.weight" for name in ("fc1", "fc2", "fc_mu" if layers[0] is actor.fc1 else "fc3")]
-        densities.append(dict(zip(names, erk_densities(shapes, sparsity))))
+        heads = 1 if layers[0] is actor.fc1 else 2
+        names = [f"{name}.weight" for name in ("fc1", "fc2", "fc_mu" if heads == 1 else "fc3")]
+        densities.append(dict(zip(names, erk_densities(heads * shapes, sparsity)[:3])))
     return densities[0], densities[1]
 
 
-def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, run_name=""):
+def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, run_name="", env_kwargs=None):
     """Mean return of the deterministic policy (no exploration noise) on a separate env."""
-    env = make_env(env_id, seed, capture_video, run_name)
+    env = make_env(env_id, seed, capture_video, run_name, env_kwargs)
     obs, _ = env.reset(seed=seed)
     episodic_returns = []
     while len(episodic_returns) < eval_episodes:
@@ -313,7 +329,7 @@ def load_actor(path, env, device):
 
 
 def iteration_flops(actor_fwd, qf1_fwd, qfs_fwd, batch_size, policy_frequency, actor_train, qfs_train):
-    """FLOPs of one env step and training iteration (ALGORITHMS.md section 4): target actor and both target critics
+    """FLOPs of one env step and training iteration (the papers' count, common/flops.py): target actor and both target critics
     forward, both critics forward + backward, every `policy_frequency` iterations the actor and Q1 forward +
     backward, and the batch-1 acting forward. Targets carry the online masks. `actor_train` and `qfs_train` include
     RigL's dense gradient once per topology interval."""
@@ -355,11 +371,17 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
 if __name__ == "__main__":
     args = tyro.cli(Args)
     env = check_args(args)
+    env_kwargs = json.loads(args.env_kwargs)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     if args.eval_checkpoint:
         returns = evaluate(
-            load_actor(args.eval_checkpoint, env, device), args.env_id, args.eval_episodes, args.seed + 100, device
+            load_actor(args.eval_checkpoint, env, device),
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 100,
+            device,
+            env_kwargs=env_kwargs,
         )
         print(f"{args.eval_checkpoint}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
         raise SystemExit(0)
@@ -420,13 +442,20 @@ if __name__ == "__main__":
         flush=True,
     )
 
-    max_action = float(env.action_space.high[0])
+    # per-dimension bounds: noise scales with each dimension's half-range (actor.action_scale), targets are clamped here
+    action_low = torch.as_tensor(env.action_space.low, dtype=torch.float32, device=device)
+    action_high = torch.as_tensor(env.action_space.high, dtype=torch.float32, device=device)
     rb = ReplayBuffer(
         args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
     )
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
     start_time, eval_means = time.time(), []
     report_time, report_step = start_time, 0  # the ETA uses the speed since the last report, not the fast warm-up
+    # both papers evaluate the untrained policy too: curves start at step 0
+    eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
+    eval_means.append(np.mean(eval_returns))
+    writer.add_scalar("eval/episodic_return", eval_means[0], 0)
+    writer.add_scalar("eval/score", eval_means[0], 0)
     last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
 
     # TRY NOT TO MODIFY: start the game
@@ -439,8 +468,8 @@ if __name__ == "__main__":
             else:
                 with torch.no_grad():
                     behaviour_action = actor(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
-                    action = behaviour_action + torch.normal(
-                        0, max_action * args.exploration_noise, size=behaviour_action.shape, device=device
+                    action = (
+                        behaviour_action + torch.randn_like(behaviour_action) * actor.action_scale * args.exploration_noise
                     )
                     action = action.cpu().numpy().clip(env.action_space.low, env.action_space.high)
 
@@ -460,10 +489,10 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     oldest = rb.oldest(args.buffer_check_size)
                     policy_distance = (
-                        ((actor(rb.obs[oldest]) - rb.behaviour_actions[oldest]) / max_action) ** 2
+                        ((actor(rb.obs[oldest]) - rb.behaviour_actions[oldest]) / actor.action_scale) ** 2
                     ).mean().item() / 2
                 if policy_distance > args.policy_distance_threshold and rb.size > args.buffer_min_size:
-                    rb.shrink(args.buffer_drop_fraction, args.buffer_min_size)
+                    rb.shrink(args.buffer_drop_fraction, args.buffer_min_size if args.clamp_buffer_min else 0)
                 writer.add_scalar("buffer/policy_distance", policy_distance, global_step)
                 writer.add_scalar("buffer/size", rb.size, global_step)
                 writer.add_scalar("buffer/capacity", rb.capacity, global_step)
@@ -471,16 +500,21 @@ if __name__ == "__main__":
             # ALGO LOGIC: training.
             if global_step > args.learning_starts:
                 iteration = global_step - args.learning_starts  # training iterations so far, this one included
-                topology_step = grow_scores is not None and is_topology_step(iteration, args.topology_interval, topology_end)
-                n_step = args.n_step if iteration > args.delay_nstep else 1  # (b) delayed multi-step targets
+                # a network without sparse layers has no topology and never skips a step (released: an always-stepping pruner)
+                topology_step = (
+                    grow_scores is not None
+                    and bool(critic_sparse.names)
+                    and is_topology_step(iteration, args.topology_interval, topology_end)
+                )
+                n_step = args.n_step if iteration >= args.delay_nstep else 1  # (b) delayed multi-step targets (released: >=)
                 data_obs, data_actions, data_next_obs, data_returns, data_discounts = rb.sample(
                     args.batch_size, n_step, args.gamma
                 )
                 with torch.no_grad():
                     clipped_noise = (torch.randn_like(data_actions) * args.policy_noise).clamp(
                         -args.noise_clip, args.noise_clip
-                    ) * max_action
-                    next_state_actions = (target_actor(data_next_obs) + clipped_noise).clamp(-max_action, max_action)
+                    ) * actor.action_scale
+                    next_state_actions = (target_actor(data_next_obs) + clipped_noise).clamp(action_low, action_high)
                     qf1_next_target = qf1_target(data_next_obs, next_state_actions).view(-1)
                     qf2_next_target = qf2_target(data_next_obs, next_state_actions).view(-1)
                     min_qf_next_target = torch.min(qf1_next_target, qf2_next_target)
@@ -508,8 +542,10 @@ if __name__ == "__main__":
 
                 if iteration % args.policy_frequency == 0:
                     actor_updates += 1
-                    actor_topology_step = grow_scores is not None and is_topology_step(
-                        actor_updates, args.topology_interval, actor_topology_end
+                    actor_topology_step = (
+                        grow_scores is not None
+                        and bool(actor_sparse.names)
+                        and is_topology_step(actor_updates, args.topology_interval, actor_topology_end)
                     )
                     actor_loss = -qf1(data_obs, actor(data_obs)).mean()
                     actor_optimizer.zero_grad()
@@ -535,7 +571,7 @@ if __name__ == "__main__":
                                 critic_target_sparse + actor_target_sparse, critic_sparse.masks + actor_sparse.masks
                             )
 
-                if topology_step:  # the actor's topology steps (every delta_T actor updates) fall on critic ones
+                if topology_step or (iteration % args.policy_frequency == 0 and actor_topology_step):
                     log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
@@ -548,7 +584,7 @@ if __name__ == "__main__":
                     writer.add_scalar("charts/n_step", n_step, global_step)
 
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
+                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
                 eval_means.append(np.mean(eval_returns))
                 writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
@@ -570,6 +606,8 @@ if __name__ == "__main__":
             save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
             print(f"model saved to {checkpoint_path}")
         if args.capture_video:
-            evaluate(actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name)
+            evaluate(
+                actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
+            )
         env.close()
         writer.close()

@@ -2,6 +2,7 @@
 # paper's appendix. Its authors released no SAC code; every choice the appendix leaves open is named in a comment here.
 # SAC whose actor and critics are sparse from scratch (Erdos-Renyi masks on the first two layers) and change topology
 # during training (SET: drop the weights closest to zero, regrow at random).
+import json
 import os
 import random
 import time
@@ -51,6 +52,8 @@ class Args:
     # Algorithm specific arguments (SAC as in the appendix: lr 3e-4, batch 256, fixed alpha 0.2, hard target updates)
     env_id: str = "HalfCheetah-v4"
     """the id of the environment (the papers used gym's -v3, which needs mujoco-py: -v4 is the same task on mujoco)"""
+    env_kwargs: str = "{}"
+    """keyword arguments of `gym.make`, as JSON: '{"use_contact_forces": true}' gives Ant-v4 the papers' 111-dim input"""
     total_timesteps: int = 1_000_000
     """total timesteps of the experiments (paper: 1M)"""
     learning_rate: float = 3e-4
@@ -96,14 +99,14 @@ class Args:
     """improvement (jaxpruner): zero Adam's moments of grown connections; DS-TD3's released code keeps them warm"""
 
 
-def make_env(env_id, seed, capture_video=False, run_name=""):
+def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # render without a display
-        env = gym.make(env_id, render_mode="rgb_array")
+        env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
         env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
     else:
-        env = gym.make(env_id)
+        env = gym.make(env_id, **(env_kwargs or {}))
     env = gym.wrappers.RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     return env
@@ -112,9 +115,17 @@ def make_env(env_id, seed, capture_video=False, run_name=""):
 def check_args(args: Args) -> gym.Env:
     """Fail before any training with a one-line reason; returns the training env."""
     try:
-        env = make_env(args.env_id, args.seed)
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
+    if not isinstance(env_kwargs, dict):
+        raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    try:
+        env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
     except gym.error.Error as e:
         raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
+    except TypeError as e:  # a keyword the env does not take
+        raise SystemExit(f"error: --env-kwargs: {e}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; SAC needs Box")
     if args.sparsity is not None and not 0 <= args.sparsity < 1:
@@ -236,9 +247,9 @@ def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[s
     return dict(zip(SPARSE_LAYERS, densities[0])), dict(zip(SPARSE_LAYERS, densities[1]))
 
 
-def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, run_name=""):
+def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, run_name="", env_kwargs=None):
     """Mean return of the deterministic policy (the tanh-squashed mean action) on a separate env."""
-    env = make_env(env_id, seed, capture_video, run_name)
+    env = make_env(env_id, seed, capture_video, run_name, env_kwargs)
     obs, _ = env.reset(seed=seed)
     episodic_returns = []
     while len(episodic_returns) < eval_episodes:
@@ -282,7 +293,7 @@ def load_actor(path, env, device):
 
 
 def iteration_flops(actor_fwd, qf1_fwd, qfs_fwd, batch_size):
-    """FLOPs of one env step and training iteration (ALGORITHMS.md section 4): actor forward on the next states, both
+    """FLOPs of one env step and training iteration (the papers' count, common/flops.py): actor forward on the next states, both
     target critics forward, both critics forward + backward, the actor and both critics forward + backward for the
     actor loss, and the batch-1 acting forward. Targets have as many connections as the online networks."""
     critic_update = batch_size * (actor_fwd + qfs_fwd + training_flops(qfs_fwd))
@@ -319,11 +330,17 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
 if __name__ == "__main__":
     args = tyro.cli(Args)
     env = check_args(args)
+    env_kwargs = json.loads(args.env_kwargs)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     if args.eval_checkpoint:
         returns = evaluate(
-            load_actor(args.eval_checkpoint, env, device), args.env_id, args.eval_episodes, args.seed + 100, device
+            load_actor(args.eval_checkpoint, env, device),
+            args.env_id,
+            args.eval_episodes,
+            args.seed + 100,
+            device,
+            env_kwargs=env_kwargs,
         )
         print(f"{args.eval_checkpoint}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
         raise SystemExit(0)
@@ -348,6 +365,11 @@ if __name__ == "__main__":
     # Erdos-Renyi masks, drawn per entry (Bernoulli) as the released code; the realised count is each layer's budget.
     # With --sparsity the count is exact instead, so the network hits the requested sparsity.
     actor_densities, qf_densities = layer_densities(args, actor, qf1)
+    dense = [
+        f"{net}.{name}" for net, d in (("actor", actor_densities), ("qf", qf_densities)) for name, v in d.items() if v >= 1
+    ]
+    if dense:  # e.g. Ant-v4's default 27-dim input at the epsilon the paper chose for gym Ant-v3's 111 dims
+        print(f"note: {', '.join(dense)} come out dense at these ER epsilons: the networks are less sparse than the paper's")
     mask_init = "bernoulli" if args.sparsity is None else "random"
     actor_sparse = sparsify(actor, actor_densities, mask_init)
     critic_sparse = sparsify(qfs, {f"{q}.{name}": d for q in ("qf1", "qf2") for name, d in qf_densities.items()}, mask_init)
@@ -390,6 +412,11 @@ if __name__ == "__main__":
     checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
     start_time, eval_means = time.time(), []
     report_time, report_step = start_time, 0  # the ETA uses the speed since the last report, not the fast warm-up
+    # both papers evaluate the untrained policy too: curves start at step 0
+    eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
+    eval_means.append(np.mean(eval_returns))
+    writer.add_scalar("eval/episodic_return", eval_means[0], 0)
+    writer.add_scalar("eval/score", eval_means[0], 0)
     last_return, global_step = float("nan"), 0
 
     # TRY NOT TO MODIFY: start the game
@@ -491,7 +518,7 @@ if __name__ == "__main__":
                     writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
 
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
-                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device)
+                eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
                 eval_means.append(np.mean(eval_returns))
                 writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
@@ -513,6 +540,8 @@ if __name__ == "__main__":
             save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
             print(f"model saved to {checkpoint_path}")
         if args.capture_video:
-            evaluate(actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name)
+            evaluate(
+                actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
+            )
         env.close()
         writer.close()

@@ -41,7 +41,9 @@ def erk_densities(shapes: list[Shape], sparsity: float, dense: frozenset[int] = 
     dense = set(dense)
     while True:
         sparse = [i for i in range(len(shapes)) if i not in dense]
-        budget = (1.0 - sparsity) * sum(numels) - sum(numels[i] for i in dense)
+        # the kept weights of the sparse layers, minus what the dense layers spend beyond the average; summed layer by
+        # layer in the released order (`DST_Scheduler.sparse_set`), so densities agree with it to the last bit
+        budget = sum(-n * sparsity if i in dense else n * (1.0 - sparsity) for i, n in enumerate(numels))
         if not sparse or budget <= 0:
             if sparsity == 0.0 and not sparse:
                 return [1.0] * len(shapes)

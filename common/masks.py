@@ -6,11 +6,18 @@ import torch
 from torch import nn
 
 
+def kept_count(density: float, numel: int) -> int:
+    """Connections a layer of `numel` weights keeps at `density`: numel - int(sparsity * numel), as RLx2's released
+    `DST_Scheduler.weight_sparsify`. This rounds up where round(density * numel) would round down: about a third of
+    the ERK layers at RLx2's presets keep one connection more than with round (11 of 36 on the MuJoCo shapes)."""
+    return numel - int((1 - density) * numel)
+
+
 def random_mask(shape: torch.Size, density: float) -> torch.Tensor:
-    """Exactly round(density * numel) connections, uniformly at random."""
+    """Exactly `kept_count` connections, uniformly at random."""
     numel = shape.numel()
     mask = torch.zeros(numel, dtype=torch.bool)
-    mask[torch.randperm(numel)[: round(density * numel)]] = True
+    mask[torch.randperm(numel)[: kept_count(density, numel)]] = True
     return mask.view(shape)
 
 
@@ -21,8 +28,8 @@ def bernoulli_mask(shape: torch.Size, density: float) -> torch.Tensor:
 
 
 def magnitude_mask(weight: torch.Tensor, density: float) -> torch.Tensor:
-    """The round(density * numel) largest-|w| entries of an initialised weight (RLx2)."""
-    return top_k_mask(weight.abs(), round(density * weight.numel()))
+    """The `kept_count` largest-|w| entries of an initialised weight (RLx2)."""
+    return top_k_mask(weight.abs(), kept_count(density, weight.numel()))
 
 
 def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -83,7 +90,7 @@ def sparsify(module: nn.Module, densities: dict[str, float], init: str) -> Spars
     names, weights, masks = [], [], []
     for name, density in densities.items():
         weight = params[name]
-        if round(density * weight.numel()) >= weight.numel():
+        if kept_count(density, weight.numel()) >= weight.numel():
             continue
         names.append(name)
         weights.append(weight)

@@ -30,20 +30,32 @@ def grow_largest(mask: torch.Tensor, score: torch.Tensor, n: int) -> torch.Tenso
     return flat.view_as(mask)
 
 
+def released_sign_drop_counts(n_positive: int, n_negative: int, numel: int, fraction: float) -> tuple[int, int]:
+    """How many positive and negative weights DS-TD3's released thresholds drop (`sparse_utils.changeConnectivitySET`).
+    It sorts the whole matrix (inactive zeros included) and drops every active value from the threshold value towards
+    zero, the threshold itself included: that is one weight more than floor(fraction * n) on the positive side and
+    ceil(fraction * n) on the negative side (810 / 815 instead of 809 / 814 on a 256x256 layer). The float expressions
+    are the released ones, so the counts agree also where fraction * n is within rounding of an integer."""
+    first_positive = numel - n_positive  # sorted position of the smallest positive value
+    threshold = int(min(numel - 1, first_positive + fraction * n_positive))
+    return n_positive - (numel - 1 - threshold), n_negative - int((1 - fraction) * n_negative)
+
+
 def update_mask(
     mask: torch.Tensor, weight: torch.Tensor, grow_score: torch.Tensor, drop_fraction: float, split_signs: bool = False
 ) -> torch.Tensor:
     """One drop/grow step on a bool mask. Drop floor(drop_fraction * nnz) active weights of smallest |w|, or with
-    `split_signs` (DS-TD3) that fraction of the positive and, separately, of the negative weights closest to zero.
-    Then grow as many among the now-inactive positions by `grow_score`: a just-dropped position may be re-grown,
-    and then keeps its value."""
+    `split_signs` (DS-TD3) the released count of the positive and, separately, of the negative weights closest to
+    zero, and every active weight that is exactly zero (it lies between the two thresholds; it would otherwise hold
+    its slot forever if it gets no gradient). Then grow as many among the now-inactive positions by `grow_score`:
+    a just-dropped position may be re-grown, and then keeps its value."""
     if split_signs:
         positive, negative = mask & (weight > 0), mask & (weight < 0)
-        n_positive, n_negative = int(drop_fraction * int(positive.sum())), int(drop_fraction * int(negative.sum()))
-        dropped = (positive & ~drop_smallest(positive, weight, n_positive)) | (
-            negative & ~drop_smallest(negative, -weight, n_negative)
+        n_positive, n_negative = released_sign_drop_counts(
+            int(positive.sum()), int(negative.sum()), mask.numel(), drop_fraction
         )
-        kept, n_dropped = mask & ~dropped, n_positive + n_negative
+        kept = drop_smallest(positive, weight, n_positive) | drop_smallest(negative, -weight, n_negative)
+        n_dropped = int(mask.sum()) - int(kept.sum())
     else:
         n_dropped = int(drop_fraction * int(mask.sum()))
         kept = drop_smallest(mask, weight.abs(), n_dropped)
@@ -79,8 +91,9 @@ def gradient_scores(sparse: SparseWeights) -> list[torch.Tensor]:
 
 
 def is_topology_step(step: int, interval: int, end: int) -> bool:
-    """Update every `interval` steps (counted from 1) up to and including step `end`."""
-    return step % interval == 0 and step <= end
+    """Update every `interval` steps (counted from 1) before step `end` (RLx2's released `DST_Scheduler`: the cosine
+    schedule reaches zero at T_end, so an update there would drop nothing)."""
+    return step % interval == 0 and step < end
 
 
 def cosine_drop_fraction(step: int, initial: float, end: int) -> float:

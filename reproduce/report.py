@@ -5,7 +5,7 @@
 writes, next to the runs:
 - `curves.png`: `eval/episodic_return` against environment steps, mean and +- one std over seeds, one axis per env;
   a dense twin is dashed, in the colour of its sparse configuration;
-- `report.md`: per env, a table of our runs and, below it, the published numbers (theirs, copied from ALGORITHMS.md,
+- `report.md`: per env, a table of our runs and, below it, the published numbers (theirs, copied from the papers,
   with their budget, env version and seeds).
 
 Only complete runs (with `done.json`) count; the report lists the others. Definitions, per configuration and env:
@@ -60,7 +60,7 @@ class Published(NamedTuple):
     percent_of_dense: float | None  # as published (RLx2); None: computed from the returns
 
 
-# Published numbers, copied (numbers only) from ALGORITHMS.md in the team's shared folder. Theirs, not ours.
+# Published numbers, copied (numbers only) from the papers cited in each row. Theirs, not ours.
 DS_TD3 = Paper("Sokar et al., IJCAI 2022", "1M steps", "-v3 (gym)", "5", "mean of the last 10 evaluations")
 DS_SAC = Paper("Sokar et al., IJCAI 2022, appendix", "not stated", None, "not stated", "not stated")
 RLX2 = Paper("Tan et al., ICLR 2023", "3M steps (its default)", None, "8", "mean of the last 30 evaluations")
@@ -256,10 +256,10 @@ def env_table(summaries: list[Summary]) -> list[str]:
 def published_table(env_id: str) -> list[str]:
     rows = [row for row in PUBLISHED if row.env == env_id.split("-")[0]]
     if not rows:
-        return [f"No published numbers for {env_id} in ALGORITHMS.md."]
+        return [f"No published numbers for {env_id} in the papers."]
     dense = {row.paper: row.final_return for row in rows if row.sparsity == "dense"}
     lines = [
-        "Published (theirs, not ours: copied from ALGORITHMS.md; their budget, env version and seeds, not this sweep's).",
+        "Published (theirs, not ours: copied from the papers; their budget, env version and seeds, not this sweep's).",
         "% of dense: as published for RLx2; for the others computed here from their returns.",
         "",
         "| paper | method | sparsity (actor / critic) | final return | % of dense | budget | env | seeds | score |",

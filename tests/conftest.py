@@ -3,6 +3,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -25,10 +27,31 @@ def run_script(tmp_path, monkeypatch):
     return run
 
 
-def logged_scalars(run_dir: str) -> dict[str, list[float]]:
+def logged_scalars(run_dir: str, steps: bool = False) -> dict[str, list]:
+    """Every scalar logged in a run: its values, or with `steps` (step, value) pairs."""
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
     events.Reload()
-    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) if steps else e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+class UnevenBounds(gym.Env):
+    """A 2-D action box [0, 4] x [-20, 20] (neither symmetric nor equal), 3-D observations, 50-step episodes."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(np.array([0.0, -20.0], np.float32), np.array([4.0, 20.0], np.float32))
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = self.np_random.normal(size=3).astype(np.float32)
+        return self.state, {}
+
+    def step(self, action):
+        reward = -float(((action - np.array([1.0, 5.0])) ** 2).sum())
+        self.state = (0.9 * self.state + self.np_random.normal(size=3) * 0.1).astype(np.float32)
+        return self.state, reward, False, False, {}
+
+
+gym.register("UnevenBounds-v0", entry_point=UnevenBounds, max_episode_steps=50)
 
 
 def assert_sparse_invariants(sparse, network: str, logged: dict[str, list[float]]) -> None:

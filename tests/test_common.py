@@ -6,12 +6,13 @@ from torch import nn
 
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
-from common.masks import keep_top_k_, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
+from common.masks import keep_top_k_, kept_count, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
 from common.topology import (
     cosine_drop_fraction,
     gradient_scores,
     is_topology_step,
     random_scores,
+    released_sign_drop_counts,
     update_mask,
     update_topology,
 )
@@ -71,6 +72,9 @@ def test_uniform_densities():
 
 def test_mask_inits():
     assert int(random_mask(torch.Size([256, 17]), 0.3).sum()) == round(0.3 * 256 * 17)
+    # the released count n - int(S * n) rounds up where round() would round down
+    assert kept_count(0.25, 10) == 3 and round(0.25 * 10) == 2
+    assert kept_count(1.0, 10) == 10 and kept_count(0.0, 10) == 0
     w = torch.randn(64, 64)
     mask = magnitude_mask(w, 0.25)
     assert int(mask.sum()) == 1024 and w.abs()[mask].min() >= w.abs()[~mask].max()
@@ -98,17 +102,27 @@ def test_update_mask_keeps_count_drops_active_grows_inactive():
         assert weight.abs()[dropped].max() <= weight.abs()[mask & new].median()  # the small ones go
 
 
-def test_sign_split_drops_fraction_of_each_sign():
-    weight = torch.cat([torch.linspace(0.01, 1, 80), -torch.linspace(0.01, 1, 20), torch.zeros(20)]).view(12, 10)
-    mask = weight != 0
-    grow_score = (~mask).float()  # grown connections land on the 20 positions that were inactive
+def test_sign_split_drops_fraction_of_each_sign_and_every_active_zero():
+    # 80 positive, 20 negative and 5 active weights that are exactly zero; 23 inactive positions
+    weight = torch.cat([torch.linspace(0.01, 1, 80), -torch.linspace(0.01, 1, 20), torch.zeros(28)]).view(8, 16)
+    mask = torch.cat([torch.ones(105, dtype=torch.bool), torch.zeros(23, dtype=torch.bool)]).view(8, 16)
+    grow_score = (~mask).float()  # grown connections land on positions that were inactive
     new = update_mask(mask, weight, grow_score, 0.1, split_signs=True)
     dropped = mask & ~new
-    assert int(new.sum()) == 100 and int(dropped.sum()) == 10
+    # released thresholds: floor(0.1 * 80) + 1 positive, 20 - int(0.9 * 20) negative, and the 5 zeros
+    assert int(new.sum()) == 105 and int(dropped.sum()) == 9 + 2 + 5
     assert torch.equal(
         weight[dropped].sort().values,
-        torch.cat([-torch.linspace(0.01, 1, 20)[:2], torch.linspace(0.01, 1, 80)[:8]]).sort().values,
+        torch.cat([-torch.linspace(0.01, 1, 20)[:2], torch.zeros(5), torch.linspace(0.01, 1, 80)[:9]]).sort().values,
     )
+    assert int((new & ~mask).sum()) == 16  # all of them regrown
+
+
+def test_released_sign_drop_counts():
+    # a 256x256 layer at 50% density: one more per sign than floor(0.05 * n) (809 / 814)
+    assert released_sign_drop_counts(16_190, 16_290, 256 * 256, 0.05) == (810, 815)
+    assert released_sign_drop_counts(0, 0, 100, 0.05) == (0, 0)
+    assert released_sign_drop_counts(10, 10, 100, 0.99) == (10, 10)  # never more than there are
 
 
 def test_update_topology_rigl_grows_largest_gradient():
@@ -172,6 +186,7 @@ def test_keep_top_k_targets_matches_a_full_top_k():
 def test_schedules():
     steps = [t for t in range(1, 5001) if is_topology_step(t, 1000, 3500)]
     assert steps == [1000, 2000, 3000]
+    assert [t for t in range(1, 5001) if is_topology_step(t, 1000, 3000)] == [1000, 2000]  # ends before T_end
     assert cosine_drop_fraction(0, 0.5, 100) == pytest.approx(0.5)
     assert cosine_drop_fraction(50, 0.5, 100) == pytest.approx(0.25)
     assert cosine_drop_fraction(100, 0.5, 100) == pytest.approx(0.0)
@@ -180,7 +195,7 @@ def test_schedules():
 def test_flop_counts():
     net = mlp(OBS, ACT)
     dense = forward_flops(net)
-    assert dense == 2 * (17 * 256 + 256 * 256 + 256 * 6) + (256 + 256 + 6) + 2 * 256
+    assert dense == 2 * (17 * 256 + 256 * 256 + 256 * 6)  # the papers' count: weights only
     sparse = sparsify(net, {"fc2.weight": 0.5}, "random")
     assert weight_counts(net, sparse)["fc2"] == 256 * 256 // 2
     assert forward_flops(net, sparse) == dense - 256 * 256

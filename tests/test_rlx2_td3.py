@@ -63,6 +63,31 @@ def test_dynamic_capacity_shrinks_and_grows_back():
     assert rb.size == rb.capacity == 100 and rb.obs[rb.oldest(1)].item() == 200
 
 
+def test_shrink_drops_a_tenth_even_below_the_minimum():
+    rb = filled_buffer(200, 104, {})
+    rb.shrink(0.1)  # released: int(0.1 * 104) = 10 go, whatever the minimum
+    assert rb.size == rb.capacity == 94
+    rb = filled_buffer(200, 104, {})
+    rb.shrink(0.1, min_size=100)  # --clamp-buffer-min
+    assert rb.size == rb.capacity == 100
+
+
+def test_hopper_preset_flops_are_the_papers_count(run_script):
+    """Weights only (2 FLOPs per weight): the actor at 98% gives exactly the abstract's 50x fewer inference FLOPs."""
+    g = run_script("rlx2_td3.py", "--env-id", "Hopper-v4", "--total-timesteps", "2", "--learning-starts", "1",
+                   "--eval-episodes", "1")  # fmt: skip
+    assert g["report"]["inference FLOPs"] == pytest.approx(0.020, abs=5e-4)
+    assert g["report"]["training FLOPs"] == pytest.approx(0.044, abs=5e-4)
+    # ERK counts as released (n - int(S * n)): the critic's first layer keeps 1,110, where round() kept 1,109
+    assert g["critic_sparse"].nnz()[0] == 1110
+
+
+def test_a_dense_network_beside_a_sparse_one_never_skips_a_step(run_script):
+    g = run_script("rlx2_td3.py", "--env-id", "Hopper-v4", "--actor-sparsity", "0", "--critic-sparsity", "0.9", *SMOKE)
+    assert g["actor_sparse"].names == [] and all(int(s["step"]) == 500 for s in g["actor_optimizer"].state.values())
+    assert all(int(s["step"]) == 1000 - 9 for s in g["q_optimizer"].state.values())
+
+
 def test_erk_densities_at_the_halfcheetah_preset(run_script):
     g = run_script("rlx2_td3.py", "--total-timesteps", "2", "--learning-starts", "1", "--eval-frequency", "10",
                    "--eval-episodes", "1")  # fmt: skip
@@ -86,9 +111,10 @@ SMOKE = ["--total-timesteps", "1500", "--learning-starts", "500", "--batch-size"
 
 def test_smoke_halfcheetah_reaches_rigl_nstep_and_buffer(run_script):
     g = run_script("rlx2_td3.py", "--env-id", "HalfCheetah-v4", *SMOKE)
-    # 1000 critic iterations with a RigL update every 100 (optimizer step skipped), 500 actor updates with 5
-    assert all(int(s["step"]) == 1000 - 10 for s in g["q_optimizer"].state.values())
-    assert all(int(s["step"]) == 500 - 5 for s in g["actor_optimizer"].state.values())
+    # 1000 critic iterations with a RigL update every 100 before T_end = 1000 (optimizer step skipped): 9 of them;
+    # 500 actor updates with 4 (every 100 before 500)
+    assert all(int(s["step"]) == 1000 - 9 for s in g["q_optimizer"].state.values())
+    assert all(int(s["step"]) == 500 - 4 for s in g["actor_optimizer"].state.values())
     for target, sparse in ((g["actor_target_sparse"], g["actor_sparse"]), (g["critic_target_sparse"], g["critic_sparse"])):
         assert all(bool(torch.all(w[m == 0] == 0)) for w, m in zip(target, sparse.masks, strict=True))
     assert g["n_step"] == 3
@@ -97,7 +123,10 @@ def test_smoke_halfcheetah_reaches_rigl_nstep_and_buffer(run_script):
     logged = logged_scalars(run_dir)
     assert_sparse_invariants(g["actor_sparse"], "actor", logged)
     assert_sparse_invariants(g["critic_sparse"], "critic", logged)
-    assert logged["charts/n_step"][0] == 1 and logged["charts/n_step"][-1] == 3
+    # n-step from iteration 300 (= step 800) on, as released (iteration >= delay_nstep)
+    n_steps = dict(logged_scalars(run_dir, steps=True)["charts/n_step"])
+    assert n_steps[700] == 1 and n_steps[800] == 3 and n_steps[1500] == 3
+    assert logged_scalars(run_dir, steps=True)["eval/episodic_return"][0][0] == 0  # the untrained policy, at step 0
     drop = logged["sparse/critic_drop_fraction"]
     assert drop[0] == pytest.approx(0.5 / 2 * (1 + np.cos(np.pi * 100 / 1000))) and drop == sorted(drop, reverse=True)
     # threshold 0: every check above the minimum (700) drops the oldest 10%: at step 500 nothing (500 stored), at

@@ -38,6 +38,7 @@ def test_smoke_halfcheetah_reaches_topology_and_actor_updates(run_script, improv
                 "sparse/actor.fc2_density"):  # fmt: skip
         assert tag in logged, tag
     assert 0.4 < logged["sparse/training_FLOPs_ratio"][0] < 0.6
+    assert logged_scalars(run_dir, steps=True)["eval/episodic_return"][0][0] == 0  # the untrained policy, at step 0
     weights = logged["sparse/actor_weights"][0] + logged["sparse/critic_weights"][0]
     assert weights == pytest.approx((1 - 0.506) * 214_784, rel=0.01)  # ~50.6% sparsity of the paper's 214,784
 
@@ -92,6 +93,21 @@ def episode_breaks(rb) -> np.ndarray:
     return torch.nonzero(torch.any(rb.next_obs[: n - 1] != rb.obs[1:n], dim=1)).flatten().cpu().numpy()
 
 
+@pytest.mark.parametrize("script", ["sparse_td3.py", "sparse_sac.py"])
+def test_paper_ant_input_through_env_kwargs(run_script, capsys, script):
+    """The paper's Ant epsilons were chosen for gym Ant-v3's 111 inputs; Ant-v4's default 27 make layer 1 dense (noted)."""
+    run = ["--env-id", "Ant-v4", "--total-timesteps", "2", "--learning-starts", "1", "--eval-episodes", "1"]
+    g = run_script(script, *run)
+    note = next(line for line in capsys.readouterr().out.splitlines() if "come out dense" in line)
+    assert note.startswith("note: actor.fc1.weight") and ("qf.fc1.weight" in note) == (script == "sparse_td3.py")
+    assert g["actor_sparse"].names == ["fc2.weight"]
+    g = run_script(script, *run, "--env-kwargs", '{"use_contact_forces": true}')
+    assert "come out dense" not in capsys.readouterr().out
+    assert g["env"].observation_space.shape == (111,) and g["actor_sparse"].names == ["fc1.weight", "fc2.weight"]
+    eps1 = g["ER_EPSILONS"]["Ant"][0]  # 40 (DS-TD3), 30 (DS-SAC)
+    assert g["actor_densities"]["fc1.weight"] == pytest.approx(eps1 * (111 + 256) / (111 * 256))
+
+
 def test_episode_boundaries_termination_vs_truncation(run_script):
     # Pendulum only truncates (200 steps): nothing is terminal, the last transition keeps the true next state
     g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", *SMOKE)
@@ -108,7 +124,8 @@ def test_episode_boundaries_termination_vs_truncation(run_script):
 @pytest.mark.parametrize("bad", [["--env-id", "NoSuchEnv-v0"], ["--env-id", "CartPole-v1"], ["--sparsity", "1.0"],
                                  ["--sparsity", "-0.1"], ["--topology-interval", "0"], ["--eval-frequency", "-5"],
                                  ["--total-timesteps", "100", "--learning-starts", "100"], ["--topology-interval", "101"],
-                                 ["--sparsity", "0.5", "--er-epsilons", "7", "64"]])  # fmt: skip
+                                 ["--sparsity", "0.5", "--er-epsilons", "7", "64"], ["--env-kwargs", "nope"],
+                                 ["--env-kwargs", "[1]"], ["--env-kwargs", '{"no_such_keyword": 1}']])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_td3.py", *bad)
