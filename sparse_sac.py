@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from common.distributions import er_densities, erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
-from common.masks import keep_top_k_, reset_adam_moments, sparsify
+from common.masks import TopKTargets, reset_adam_moments, sparsify
 from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
 
@@ -394,7 +394,10 @@ if __name__ == "__main__":
         a_optimizer = torch.optim.Adam([log_alpha], lr=args.learning_rate)
     else:
         alpha = args.alpha
-    critic_target_masks = [m.clone() for m in critic_sparse.masks]  # the targets' own topology (top-k), a copy at first
+    # the targets' own topology (top-k), a copy of the online one at first (TopKTargets makes the target weights views
+    # into one buffer)
+    target_top_k = TopKTargets(critic_target_sparse, critic_sparse.masks)
+    critic_target_masks = target_top_k.masks
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts - 50_000
     if topology_end < args.topology_interval and (actor_sparse.names or critic_sparse.names):
         print(
@@ -498,7 +501,7 @@ if __name__ == "__main__":
                     with torch.no_grad():
                         torch._foreach_lerp_(critic_target_params, critic_params, args.tau)
                         if args.target_topology == "top-k":
-                            keep_top_k_(critic_target_sparse, critic_target_masks, critic_sparse.masks)
+                            target_top_k.apply_()
                         elif critic_sparse.names:
                             torch._foreach_mul_(critic_target_sparse, critic_sparse.masks)
 

@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
-from common.masks import keep_top_k_, reset_adam_moments, sparsify
+from common.masks import TopKTargets, reset_adam_moments, sparsify
 from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
 
@@ -369,8 +369,11 @@ if __name__ == "__main__":
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())
     critic_target_sparse = critic_sparse.layers_of(qfs_target)
     actor_target_sparse = actor_sparse.layers_of(target_actor)
-    # the targets' own topologies (section 3.3: top-k by magnitude), starting as copies of the online ones
-    critic_target_masks, actor_target_masks = [m.clone() for m in critic_sparse.masks], [m.clone() for m in actor_sparse.masks]
+    # the targets' own topologies (section 3.3: top-k by magnitude), starting as copies of the online ones; one
+    # TopKTargets for all the target layers (it makes their weights views into one buffer)
+    target_top_k = TopKTargets(critic_target_sparse + actor_target_sparse, critic_sparse.masks + actor_sparse.masks)
+    critic_target_masks = target_top_k.masks[: len(critic_target_sparse)]
+    actor_target_masks = target_top_k.masks[len(critic_target_sparse) :]
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts - 50_000
     if topology_end < args.topology_interval and (actor_sparse.names or critic_sparse.names):
         print(
@@ -471,8 +474,7 @@ if __name__ == "__main__":
                         torch._foreach_lerp_(critic_target_params, critic_params, args.tau)
                         torch._foreach_lerp_(actor_target_params, actor_params, args.tau)
                         if args.target_topology == "top-k":
-                            keep_top_k_(critic_target_sparse, critic_target_masks, critic_sparse.masks)
-                            keep_top_k_(actor_target_sparse, actor_target_masks, actor_sparse.masks)
+                            target_top_k.apply_()
                         elif critic_sparse.names or actor_sparse.names:
                             torch._foreach_mul_(
                                 critic_target_sparse + actor_target_sparse, critic_sparse.masks + actor_sparse.masks

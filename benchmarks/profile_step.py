@@ -26,7 +26,7 @@ PHASES = {
     "step": "env step", "reset": "env step", "add": "buffer add", "sample": "buffer sample",
     "_wrapped_call_impl": "forward (acting, losses)", "get_action": "forward (acting, losses)",
     "backward": "backward", "zero_grad": "optimizer", "wrapper": "optimizer",
-    "_foreach_lerp_": "target update", "_foreach_mul_": "target update", "keep_top_k_": "mask work",
+    "_foreach_lerp_": "target update", "_foreach_mul_": "target update",
     "apply_": "mask work", "mask_gradients_": "mask work", "update_topology": "mask work",
     "reset_adam_moments": "mask work", "gradient_scores": "mask work", "random_scores": "mask work",
     "request_dense_gradients": "mask work", "add_scalar": "logging", "log_sparsity": "logging", "item": "logging",

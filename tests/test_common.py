@@ -6,7 +6,7 @@ from torch import nn
 
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
-from common.masks import keep_top_k_, kept_count, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
+from common.masks import TopKTargets, kept_count, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
 from common.topology import (
     cosine_drop_fraction,
     gradient_scores,
@@ -165,22 +165,69 @@ def test_set_update_many_times_keeps_invariants():
     assert sum(int(e.sum()) for e in sparse.ever_active) > sum(nnz)
 
 
-def test_keep_top_k_targets_matches_a_full_top_k():
+def full_top_k_(weights: list[torch.Tensor], target_masks: list[torch.Tensor], online_masks: list[torch.Tensor]) -> None:
+    """The reference: each layer keeps the k largest-|w| entries of the union of its target and online topologies."""
+    for weight, target_mask, online in zip(weights, target_masks, online_masks, strict=True):
+        union = torch.maximum(target_mask, online)
+        keep = top_k_mask(torch.where(union > 0, weight.abs(), -1.0), int(online.sum())).float()
+        target_mask.copy_(keep)
+        weight.mul_(keep)
+
+
+def test_top_k_targets_match_a_full_top_k():
     torch.manual_seed(0)
     for trial in range(200):
         online = (torch.rand(8, 8) < 0.5).float()
         k = int(online.sum())
         target_mask = top_k_mask(torch.rand(8, 8) * (1 + online), k).float()  # overlaps the online topology
-        scale = 0.01 if trial % 2 else 1.0  # small added weights: the shortcut; large ones: the full top-k
+        scale = 0.01 if trial % 2 else 1.0  # small added weights: few candidates; large ones: most of the union
         weight = torch.randn(8, 8) * target_mask + scale * torch.randn(8, 8) * online * (1 - target_mask)
         expected = weight * top_k_mask(weight.abs(), k)
-        keep_top_k_([weight], [target_mask], [online])
-        assert torch.equal(weight, expected) and int(target_mask.sum()) == k
-        assert torch.all(weight[target_mask == 0] == 0)
+        top_k = TopKTargets([weight], [online])
+        top_k.masks[0].copy_(target_mask)
+        top_k.apply_()
+        assert torch.equal(weight, expected) and int(top_k.masks[0].sum()) == k
+        assert torch.all(weight[top_k.masks[0] == 0] == 0)
     same = torch.randn(4, 4)
     kept = same.clone()
-    keep_top_k_([same], [torch.ones(4, 4)], [torch.ones(4, 4)])  # nothing added: unchanged
+    TopKTargets([same], [torch.ones(4, 4)]).apply_()  # nothing added: unchanged
     assert torch.equal(same, kept)
+    TopKTargets([], []).apply_()  # no sparse layer (dense mode)
+
+
+def test_top_k_targets_several_layers_at_once():
+    """As the scripts use it: layers of several shapes (none a multiple of 64) in one call, soft updates, and online
+    topology updates in place; a layer with nothing added beside layers with many added."""
+    torch.manual_seed(1)
+    shapes = [(5, 7), (16, 9), (3, 3), (12, 20)]
+    online_masks = [(torch.rand(shape) < 0.5).float() for shape in shapes]
+    online = [torch.randn(shape) * mask for shape, mask in zip(shapes, online_masks)]
+    targets = [nn.Parameter(w.clone()) for w in online]
+    reference, reference_masks = [w.clone() for w in online], [m.clone() for m in online_masks]
+    top_k = TopKTargets(targets, online_masks)
+    added = []
+    for step in range(60):
+        if step % 20 == 0:  # a topology update of every layer but the 3x3 one: some connections move
+            for mask, weight in [(online_masks[i], online[i]) for i in (0, 1, 3)]:
+                new = top_k_mask(torch.rand(mask.shape) + 0.8 * mask, int(mask.sum())).float()
+                weight.mul_(new).add_(torch.randn(mask.shape) * new * (1 - mask))
+                mask.copy_(new)
+        if step == 30:  # one connection the target lacks moves: as many added as at the call before, but not the same
+            lacking = tuple((online_masks[3] > top_k.masks[3]).nonzero()[0])
+            free = tuple((online_masks[3] + top_k.masks[3] == 0).nonzero()[0])
+            online_masks[3][lacking], online[3][lacking] = 0, 0
+            online_masks[3][free], online[3][free] = 1, 1.5
+        with torch.no_grad():
+            torch._foreach_lerp_(targets, online, 0.2)
+        torch._foreach_lerp_(reference, online, 0.2)
+        added.append([int((m > t).sum()) for m, t in zip(online_masks, top_k.masks)])
+        top_k.apply_()
+        full_top_k_(reference, reference_masks, online_masks)
+        assert all(torch.equal(t, r) for t, r in zip(targets, reference))
+        assert all(torch.equal(m, r) for m, r in zip(top_k.masks, reference_masks))
+    assert all(isinstance(t, nn.Parameter) and t.shape == s for t, s in zip(targets, shapes))
+    assert all(n[2] == 0 for n in added) and max(n[3] for n in added) > 10
+    assert sum(n[1] for n in added[:20]) > sum(n[1] for n in added[:1])  # the target lags for several updates
 
 
 def test_schedules():
