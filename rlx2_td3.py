@@ -2,6 +2,7 @@
 # TD3 with every weight matrix sparse from scratch (ERK), gradient-based topology evolution (RigL), delayed multi-step
 # TD targets and a dynamic-capacity replay buffer. Defaults follow the paper and its released code.
 import json
+import math
 import os
 import random
 import time
@@ -19,6 +20,18 @@ from common.distributions import erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.kernels import request_dense_gradients, use_kernels
 from common.masks import reset_adam_moments, sparsify
+from common.resume import (
+    STATE_FILE,
+    StopRequest,
+    env_rng_state,
+    filled_rows,
+    load_file,
+    make_run_dir,
+    resumed_args,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 from common.speed import LeanAdam
 from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
 
@@ -26,6 +39,8 @@ from common.topology import cosine_drop_fraction, gradient_scores, is_topology_s
 SPARSITY_PRESETS = {"HalfCheetah": (0.90, 0.85), "Hopper": (0.98, 0.95), "Walker2d": (0.97, 0.95), "Ant": (0.96, 0.88)}
 
 SCORE_WINDOW = 30  # the published score: mean of the last 30 evaluations (Tan et al. 2023)
+SCRIPT = "rlx2_td3"  # names the checkpoints and states this script writes, so another script refuses them
+NON_NEGATIVE = ("learning_rate", "policy_noise", "exploration_noise", "noise_clip", "policy_distance_threshold")
 
 
 @dataclass
@@ -44,6 +59,11 @@ class Args:
     """whether to save the model to `runs/{run_name}/{exp_name}.pt` (at every evaluation and at the end)"""
     eval_checkpoint: str | None = None
     """if set, load this checkpoint, evaluate its policy for `eval_episodes` episodes and exit"""
+    resume: str | None = None
+    """continue the run in this directory (`runs/{run_name}`) from its saved state, with its own arguments"""
+    checkpoint_frequency: int = 100_000
+    """save the full training state (`runs/{run_name}/state.pt`) at the first episode end after every this many env
+    steps; SIGTERM or Ctrl-C also save it, at the end of the current episode (at most one episode later), and stop"""
 
     # Algorithm specific arguments (TD3 as in the paper and its released code)
     env_id: str = "HalfCheetah-v4"
@@ -146,16 +166,33 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
     except TypeError as e:  # a keyword the env does not take
         raise SystemExit(f"error: --env-kwargs: {e}") from None
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise SystemExit(f"error: {args.env_id} observations are {env.observation_space}; these networks need a flat Box")
     if not isinstance(env.action_space, gym.spaces.Box):
         raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs Box")
     family = args.env_id.split("-")[0]
-    if (args.actor_sparsity is None or args.critic_sparsity is None) and family not in SPARSITY_PRESETS:
+    if (
+        (args.actor_sparsity is None or args.critic_sparsity is None)
+        and family not in SPARSITY_PRESETS
+        and not args.eval_checkpoint
+    ):
         raise SystemExit(f"error: no published sparsity for {args.env_id}: give --actor-sparsity and --critic-sparsity")
     for name in ("actor_sparsity", "critic_sparsity"):
         if getattr(args, name) is not None and not 0 <= getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    if args.resume and args.eval_checkpoint:
+        raise SystemExit("error: give --resume or --eval-checkpoint, not both")
+    for name, value in vars(args).items():
+        if isinstance(value, float) and math.isnan(value):
+            raise SystemExit(f"error: --{name.replace('_', '-')} is nan")
+    if not 0 < args.tau <= 1 or not 0 <= args.gamma <= 1:
+        raise SystemExit(f"error: need 0 < --tau <= 1 and 0 <= --gamma <= 1, got {args.tau} and {args.gamma}")
+    for name in NON_NEGATIVE:
+        if getattr(args, name) < 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ("total_timesteps", "batch_size", "policy_frequency", "eval_frequency", "topology_interval", "buffer_size",
-                 "n_step", "buffer_min_size", "buffer_check_interval", "buffer_check_size"):  # fmt: skip
+                 "n_step", "buffer_min_size", "buffer_check_interval", "buffer_check_size", "eval_episodes",
+                 "checkpoint_frequency"):  # fmt: skip
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.n_step > args.buffer_min_size or args.buffer_min_size > args.buffer_size:
@@ -226,6 +263,7 @@ class ReplayBuffer:
         self.terminations = torch.zeros(capacity, device=device)
         self.episode_ends = torch.zeros(capacity, device=device)  # terminated or truncated: an n-step window stops here
         self.max_capacity, self.capacity, self.start, self.size = capacity, capacity, 0, 0
+        self.filled = 0  # slots written so far: [0, filled)
 
     def add(self, obs, next_obs, action, behaviour_action, reward, terminated, truncated):
         pos = (self.start + self.size) % self.max_capacity
@@ -236,6 +274,7 @@ class ReplayBuffer:
         self.rewards[pos] = float(reward)
         self.terminations[pos] = float(terminated)
         self.episode_ends[pos] = float(terminated or truncated)
+        self.filled = max(self.filled, pos + 1)
         self.capacity = min(self.capacity + 1, self.max_capacity)
         if self.size < self.capacity:
             self.size += 1
@@ -264,6 +303,22 @@ class ReplayBuffer:
         last = idx.gather(1, (steps - 1)[:, None]).squeeze(1)
         discounts = gamma**steps * (1 - self.terminations[last])
         return self.obs[idx[:, 0]], self.actions[idx[:, 0]], self.next_obs[last], returns, discounts
+
+    FIELDS = ("obs", "next_obs", "actions", "behaviour_actions", "rewards", "terminations", "episode_ends")
+    COUNTERS = ("capacity", "start", "size", "filled")
+
+    def state_dict(self):
+        """The written slots and the live window's bounds; no copy of the buffer on CPU."""
+        return {
+            **{name: getattr(self, name) for name in self.COUNTERS},
+            **{name: filled_rows(getattr(self, name), self.filled) for name in self.FIELDS},
+        }
+
+    def load_state_dict(self, state):
+        for name in self.COUNTERS:
+            setattr(self, name, state[name])
+        for name in self.FIELDS:
+            getattr(self, name)[: self.filled].copy_(state[name])
 
 
 def layer_densities(args: Args, actor: nn.Module, qf: nn.Module) -> tuple[dict[str, float], dict[str, float]]:
@@ -309,6 +364,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
         "masks": {"actor": actor_sparse.state_dict(), "critic": critic_sparse.state_dict()},
         "args": vars(args),
         "global_step": global_step,
+        "script": SCRIPT,
     }
     torch.save(checkpoint, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -316,11 +372,14 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
 
 def load_actor(path, env, device):
     """The policy of a checkpoint, its masks re-applied; refuses a checkpoint made for another env."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    checkpoint = load_file(path, SCRIPT, "checkpoint")
     if checkpoint["args"]["env_id"] != env.spec.id:
         raise SystemExit(f"error: {path} was trained on {checkpoint['args']['env_id']}, not {env.spec.id}")
     actor = Actor(env).to(device)
-    actor.load_state_dict(checkpoint["actor"])
+    try:
+        actor.load_state_dict(checkpoint["actor"])
+    except (KeyError, RuntimeError) as e:  # another script's or another env variant's actor
+        raise SystemExit(f"error: {path} holds no {SCRIPT}.py actor for this env: {str(e).splitlines()[0]}") from None
     params = dict(actor.named_parameters())
     with torch.no_grad():
         for name, mask in checkpoint["masks"]["actor"].items():
@@ -370,6 +429,9 @@ def log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_spa
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if args.resume:  # the run's own arguments, from its saved state
+        state = load_file(os.path.join(args.resume, STATE_FILE), SCRIPT, "state")
+        args = resumed_args(args, state["args"])
     env = check_args(args)
     env_kwargs = json.loads(args.env_kwargs)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
@@ -386,13 +448,6 @@ if __name__ == "__main__":
         print(f"{args.eval_checkpoint}: return {np.mean(returns):.1f} +- {np.std(returns):.1f} over {len(returns)} episodes")
         raise SystemExit(0)
 
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n{}".format("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
-
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -404,7 +459,10 @@ if __name__ == "__main__":
     qf2 = QNetwork(env).to(device)
     qfs = nn.ModuleDict({"qf1": qf1, "qf2": qf2})  # both critics share one optimizer, so one set of masks
     # ERK densities; each layer's initial mask keeps the largest-|w| entries of the default init (section 4.1)
-    actor_densities, qf_densities = layer_densities(args, actor, qf1)
+    try:
+        actor_densities, qf_densities = layer_densities(args, actor, qf1)
+    except ValueError as e:  # a sparsity the solver cannot reach
+        raise SystemExit(f"error: --actor-sparsity / --critic-sparsity: {e}") from None
     actor_sparse = sparsify(actor, actor_densities, "magnitude")
     critic_sparse = sparsify(qfs, {f"{q}.{name}": d for q in ("qf1", "qf2") for name, d in qf_densities.items()}, "magnitude")
     qf1_target = QNetwork(env).to(device)
@@ -436,11 +494,22 @@ if __name__ == "__main__":
     topology_end = args.topology_end if args.topology_end is not None else args.total_timesteps - args.learning_starts
     actor_topology_end = topology_end // args.policy_frequency
     grow_scores = {"rigl": gradient_scores, "set": random_scores}.get(args.topology)
-    report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
-    print(
-        f"{run_name}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.3f}" for k, v in report.items()),
-        flush=True,
-    )
+
+    # nothing is written before the arguments are checked; a resumed run continues in its own directory
+    run_dir = args.resume or make_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    run_name = os.path.basename(os.path.normpath(run_dir))
+    # events a resumed run logged after its saved step (before it stopped) are dropped
+    writer = SummaryWriter(run_dir, purge_step=state["global_step"] + 1 if args.resume else None)
+    if not args.resume:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n{}".format("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
+        report = log_sparsity(writer, 0, args, actor, qfs, actor_sparse, critic_sparse)
+        print(
+            f"{run_dir}: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.3f}" for k, v in report.items()),
+            flush=True,
+        )
 
     # per-dimension bounds: noise scales with each dimension's half-range (actor.action_scale), targets are clamped here
     action_low = torch.as_tensor(env.action_space.low, dtype=torch.float32, device=device)
@@ -448,20 +517,46 @@ if __name__ == "__main__":
     rb = ReplayBuffer(
         args.buffer_size, int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)), device
     )
-    checkpoint_path = f"runs/{run_name}/{args.exp_name}.pt"
-    start_time, eval_means = time.time(), []
-    report_time, report_step = start_time, 0  # the ETA uses the speed since the last report, not the fast warm-up
-    # both papers evaluate the untrained policy too: curves start at step 0
-    eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
-    eval_means.append(np.mean(eval_returns))
-    writer.add_scalar("eval/episodic_return", eval_means[0], 0)
-    writer.add_scalar("eval/score", eval_means[0], 0)
-    last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
+    checkpoint_path = f"{run_dir}/{args.exp_name}.pt"
+    networks = {"actor": actor, "qfs": qfs, "target_actor": target_actor, "qfs_target": qfs_target}
+    optimizers = {"actor": actor_optimizer, "q": q_optimizer}
+    # with the sparse layers' masks and ever-active sets, in place: the topology update and the targets hold them
+    in_place = {
+        "actor_masks": actor_sparse.masks,
+        "actor_ever_active": actor_sparse.ever_active,
+        "critic_masks": critic_sparse.masks,
+        "critic_ever_active": critic_sparse.ever_active,
+    }
+    if args.resume:  # everything the loop reads, as it was at the episode end where the run stopped
+        for name, network in networks.items():
+            network.load_state_dict(state["networks"][name])
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, tensors in in_place.items():
+            for tensor, saved in zip(tensors, state["in_place"][name], strict=True):
+                tensor.copy_(saved)
+        rb.load_state_dict(state["buffer"])
+        global_step, eval_means, last_return = state["global_step"], state["eval_means"], state["last_return"]
+        actor_loss, actor_updates = torch.tensor(state["actor_loss"]), state["actor_updates"]
+        set_rng_state(state["rng"], env, state["env_rng"])
+        obs, _ = env.reset()  # the reset that began the next episode, from the same generator state
+        print(f"{run_dir}: resumed at step {global_step}", flush=True)
+    else:
+        # both papers evaluate the untrained policy too: curves start at step 0
+        eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
+        eval_means = [float(np.mean(eval_returns))]
+        writer.add_scalar("eval/episodic_return", eval_means[0], 0)
+        writer.add_scalar("eval/score", eval_means[0], 0)
+        last_return, actor_loss, global_step, actor_updates = float("nan"), torch.tensor(float("nan")), 0, 0
+        # TRY NOT TO MODIFY: start the game
+        obs, _ = env.reset(seed=args.seed)
+    start_step = saved_step = global_step
+    start_time = report_time = time.time()  # the ETA uses the speed since the last report, not the fast warm-up
+    report_step = start_step
+    stop = StopRequest()  # SIGINT / SIGTERM: save at the end of this episode and exit
 
-    # TRY NOT TO MODIFY: start the game
-    obs, _ = env.reset(seed=args.seed)
     try:
-        for global_step in range(1, args.total_timesteps + 1):
+        for global_step in range(start_step + 1, args.total_timesteps + 1):
             # ALGO LOGIC: put action logic here
             if global_step <= args.learning_starts:
                 action = behaviour_action = env.action_space.sample()
@@ -482,6 +577,7 @@ if __name__ == "__main__":
                 last_return = float(info["episode"]["r"])
                 writer.add_scalar("charts/episodic_return", last_return, global_step)
                 writer.add_scalar("charts/episodic_length", int(info["episode"]["l"]), global_step)
+                reset_rng = env_rng_state(env)  # a resumed run repeats this reset
                 obs, _ = env.reset()
 
             # (c) Dynamic-capacity buffer: drop the oldest transitions once the policy has moved far from them
@@ -580,15 +676,15 @@ if __name__ == "__main__":
                     writer.add_scalar("losses/qf2_loss", qf2_loss.item(), global_step)
                     writer.add_scalar("losses/qf_loss", qf_loss.item() / 2.0, global_step)
                     writer.add_scalar("losses/actor_loss", actor_loss.item(), global_step)
-                    writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+                    writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)), global_step)
                     writer.add_scalar("charts/n_step", n_step, global_step)
 
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
-                eval_means.append(np.mean(eval_returns))
+                eval_means.append(float(np.mean(eval_returns)))
                 writer.add_scalar("eval/score", np.mean(eval_means[-SCORE_WINDOW:]), global_step)
-                sps = global_step / (time.time() - start_time)
+                sps = (global_step - start_step) / (time.time() - start_time)
                 eta = (args.total_timesteps - global_step) * (time.time() - report_time) / (global_step - report_step)
                 report_time, report_step = time.time(), global_step
                 print(
@@ -599,13 +695,39 @@ if __name__ == "__main__":
                 )
                 if args.save_model:
                     save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
-    except KeyboardInterrupt:
-        print(f"interrupted at step {global_step}")
+
+            # the full training state, at an episode end: every --checkpoint-frequency steps, and when asked to stop
+            if (terminated or truncated) and (stop.signal or global_step - saved_step >= args.checkpoint_frequency):
+                saved_step = global_step
+                save_state(
+                    f"{run_dir}/{STATE_FILE}",
+                    {
+                        "script": SCRIPT,
+                        "args": vars(args),
+                        "global_step": global_step,
+                        "networks": {name: network.state_dict() for name, network in networks.items()},
+                        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+                        "in_place": in_place,
+                        "buffer": rb.state_dict(),
+                        "eval_means": eval_means,
+                        "last_return": last_return,
+                        "actor_loss": actor_loss.item(),
+                        "actor_updates": actor_updates,
+                        "rng": rng_state(env),
+                        "env_rng": reset_rng,
+                    },
+                )
+                if stop.signal:
+                    print(f"stopped at step {global_step}, state saved: continue with --resume {run_dir}", flush=True)
+                    raise SystemExit(128 + stop.signal)  # 130 for SIGINT, 143 for SIGTERM, as shells expect
+        if os.path.exists(f"{run_dir}/{STATE_FILE}"):  # complete: nothing left to resume
+            os.remove(f"{run_dir}/{STATE_FILE}")
     finally:
-        if args.save_model and global_step > 0:
+        stop.restore()
+        if args.save_model and global_step > start_step:
             save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
             print(f"model saved to {checkpoint_path}")
-        if args.capture_video:
+        if args.capture_video and not stop.signal:
             evaluate(
                 actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
             )

@@ -6,8 +6,10 @@ dense twin of a sparse configuration for the report. Each run gets its own direc
 - `run.json`: what runs (the configuration, env, seed, dense twin and the script's command line);
 - `runs/`: the script's TensorBoard log (the script runs with the run directory as its working directory);
 - `stdout_stderr.log`: everything the script printed;
-- `done.json`: written only after the script exited with 0. A sweep skips the runs that have it and wipes and reruns
-  the others, so running the same command again resumes an interrupted or partly failed sweep.
+- `done.json`: written only after the script exited with 0 having reached its last step. A sweep skips the runs that
+  have it; a run the scripts saved a training state for (`runs/*/state.pt`: stopped by a signal, a time limit or a
+  preemption) continues from it with `--resume`, and any other is wiped and rerun. So running the same command again
+  resumes an interrupted or partly failed sweep, each run from where it stopped.
 
     python reproduce/sweep.py --preset first-reproduction --total-timesteps 100000 --workers 2
     python reproduce/sweep.py --config "ds-td3=sparse_td3.py" "td3=sparse_td3.py --sparsity 0" --twins ds-td3=td3 \
@@ -15,7 +17,10 @@ dense twin of a sparse configuration for the report. Each run gets its own direc
     python reproduce/sweep.py --preset first-reproduction --backend slurm --slurm-partition cpu   # one job per run
 
 Local runs go `--workers` at a time, each pinned to one CPU thread; a failed run is reported at the end and the others
-go on; the exit status is 1 if any run failed. Ctrl-C stops the runs in flight (they leave no `done.json`).
+go on; the exit status is 1 if any run failed. Ctrl-C (or SIGTERM) stops the runs in flight: each saves its state at
+the end of its current episode, and the next sweep resumes it. On Slurm, a job that reaches its time limit or is
+preempted does the same and requeues itself (submitit's checkpointing), so a run longer than one job's limit finishes
+across several jobs.
 """
 
 import faulthandler
@@ -61,6 +66,20 @@ PRESETS = {
         env_ids=("HalfCheetah-v4", "Hopper-v4"),
         seeds=(1, 2, 3),
     ),
+    # every mechanism on: RLx2 long enough for its n-step targets (from iteration 300k) and its buffer to act, and
+    # DS-SAC against SAC; each configuration carries its own budget (run it without --total-timesteps)
+    "long-results": Preset(
+        configs=(
+            "rlx2=rlx2_td3.py --total-timesteps 500000",
+            "rlx2-dense=rlx2_td3.py --total-timesteps 500000 --actor-sparsity 0 --critic-sparsity 0 --topology static "
+            "--n-step 1 --no-dynamic-buffer",
+            "ds-sac=sparse_sac.py --total-timesteps 200000",
+            "sac=sparse_sac.py --total-timesteps 200000 --sparsity 0",
+        ),
+        twins=("rlx2=rlx2-dense", "ds-sac=sac"),
+        env_ids=("HalfCheetah-v4", "Hopper-v4"),
+        seeds=(1, 2, 3),
+    ),
 }
 
 
@@ -90,7 +109,9 @@ class Args:
     slurm_partition: str | None = None
     """the Slurm partition (None: the cluster's default)"""
     slurm_timeout_min: int = 24 * 60
-    """time limit of one job in minutes (also submitit-local's); a run past it is killed and rerun by the next sweep"""
+    """time limit of one job in minutes (also submitit-local's); a run past it saves its state and is requeued"""
+    slurm_signal_delay_s: int = 120
+    """seconds between the time-limit signal and the kill: the run finishes its episode and saves in that time"""
     slurm_mem_gb: int = 8
     """memory of one Slurm job in GB"""
     progress_interval: float = 60.0
@@ -157,21 +178,25 @@ def plan(args: Args) -> list[Run]:
 
 
 def run_one(run_dir: str, running: set | None = None) -> int:
-    """Run the command of one run directory's run.json there, and write done.json if it exits with 0; returns the
-    exit code. The same function runs in a local worker and in a Slurm job. Whatever an earlier attempt left in the
-    directory is wiped first. The script runs in its own session, so a Ctrl-C meant for the sweep does not reach it
-    (the scripts catch KeyboardInterrupt and exit with 0); the sweep terminates it instead. `running` collects the
-    live process for that."""
+    """Run the command of one run directory's run.json there, and write done.json if it exits with 0 having reached its
+    last step; returns the exit code. The same function runs in a local worker and in a Slurm job. A saved training
+    state is resumed (`--resume`); anything else an earlier attempt left in the directory is wiped first. The script
+    runs in its own session, so a Ctrl-C meant for the sweep does not reach it; the sweep sends it SIGTERM instead, and
+    it saves its state at the end of its episode. `running` collects the live process for that."""
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / SPEC).read_text())
-    for path in run_dir.iterdir():
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.name != SPEC:
-            path.unlink()
     script, *script_args = spec["argv"]
+    states = sorted(run_dir.glob("runs/*/state.pt"))
+    if len(states) == 1:
+        script_args = ["--resume", str(states[0].parent.relative_to(run_dir))]
+    else:
+        for path in run_dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != SPEC:
+                path.unlink()
     start = time.time()
-    with open(run_dir / LOG, "w") as log:
+    with open(run_dir / LOG, "a" if len(states) == 1 else "w") as log:
         process = subprocess.Popen(
             [sys.executable, str(ROOT / script), *script_args],
             cwd=run_dir,
@@ -185,16 +210,58 @@ def run_one(run_dir: str, running: set | None = None) -> int:
         try:
             returncode = process.wait()
         except BaseException:  # this process interrupted (Ctrl-C, or submitit cancelling its job): stop the script too
-            process.terminate()
-            process.wait()
+            stop(process)
             raise
         finally:
             if running is not None:
                 running.discard(process)
-    if returncode == 0:
+    step, _, total = last_line(run_dir / LOG, "step ").removeprefix("step ").partition(" ")[0].partition("/")
+    if returncode == 0 and step and step == total:
         done = {"seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         (run_dir / DONE).write_text(json.dumps(done) + "\n")
+    elif returncode == 0:  # exit 0 short of the last step: not complete, whatever the exit status says
+        returncode = 1
     return returncode
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 600) -> None:
+    """SIGTERM, then wait while the script finishes its episode and saves its state; kill it if it takes too long.
+    Waits with os.waitpid, not Popen.wait: this also runs in a signal handler that interrupted a Popen.wait, whose
+    lock it would wait on forever."""
+    if process.returncode is not None:
+        return
+    process.terminate()
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            pid, status = os.waitpid(process.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already
+            return
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return
+        if time.time() > deadline:
+            process.kill()
+        time.sleep(0.1)
+
+
+class RunInJob:
+    """`run_one` as a submitit job that survives its time limit and preemption: submitit calls `checkpoint` on the
+    signal that comes `--slurm-signal-delay-s` before the kill; it stops the script (which saves its state) and returns
+    the same job to requeue, which then resumes the run."""
+
+    def __init__(self):
+        self.running: set = set()
+
+    def __call__(self, run_dir: str) -> int:
+        return run_one(run_dir, self.running)
+
+    def checkpoint(self, run_dir: str):
+        import submitit
+
+        for process in list(self.running):
+            stop(process)
+        return submitit.helpers.DelayedSubmission(RunInJob(), run_dir)
 
 
 def last_line(path: Path, pattern: str = "") -> str:
@@ -243,9 +310,11 @@ def run_local(run_dirs: list[Path], out: Path, workers: int, progress_interval: 
         return watch(jobs, run_dirs, out, poll_s=0.5, progress_interval=progress_interval)
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
+        stopped: set[subprocess.Popen] = set()
         while not all(job.done() for job in jobs):  # also catches a process started while we were stopping the others
-            for process in list(running):
-                process.terminate()
+            for process in running - stopped:  # once each: a second signal would make it exit without saving
+                process.terminate()  # it saves its state at the end of its episode, then exits
+                stopped.add(process)
             time.sleep(0.1)
         raise
     finally:
@@ -256,16 +325,22 @@ def run_submitit(run_dirs: list[Path], out: Path, args: Args, cluster: str) -> d
     """One job per run, as a job array; the job runs `run_one` on the run directory (a shared filesystem on Slurm)."""
     import submitit
 
-    executor = submitit.AutoExecutor(folder=out / "_submitit" / "%j", cluster=cluster)
-    executor.update_parameters(
-        name="sweep",
-        timeout_min=args.slurm_timeout_min,
-        cpus_per_task=1,
-        mem_gb=args.slurm_mem_gb,
-        slurm_partition=args.slurm_partition,
-        slurm_array_parallelism=args.workers,
-    )
-    jobs = executor.map_array(run_one, [str(run_dir) for run_dir in run_dirs])
+    folder = out / "_submitit" / "%j"
+    if cluster == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        executor.update_parameters(
+            name="sweep",
+            timeout_min=args.slurm_timeout_min,
+            cpus_per_task=1,
+            mem_gb=args.slurm_mem_gb,
+            slurm_partition=args.slurm_partition,
+            slurm_array_parallelism=args.workers,
+            slurm_signal_delay_s=args.slurm_signal_delay_s,
+        )
+    else:  # submitit's own local executor: the same jobs, time limit and signal, here
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=args.slurm_timeout_min, signal_delay_s=args.slurm_signal_delay_s)
+    jobs = executor.map_array(RunInJob(), [str(run_dir) for run_dir in run_dirs])
     ids = ", ".join(job.job_id for job in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
     print(f"submitted {len(jobs)} jobs ({cluster}: {ids}); submitit's own logs in {out / '_submitit'}", flush=True)
     if cluster == "slurm":
@@ -277,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__)
     if args.backend not in ("local", "slurm", "submitit-local"):
         raise SystemExit(f"error: --backend must be 'local', 'slurm' or 'submitit-local', got {args.backend!r}")
+    if not 0 < args.slurm_signal_delay_s < 60 * args.slurm_timeout_min:
+        raise SystemExit("error: --slurm-signal-delay-s must be positive and shorter than --slurm-timeout-min")
     if args.workers < 1:
         raise SystemExit(f"error: --workers must be positive, got {args.workers}")
     runs, out = plan(args), Path(args.out).resolve()

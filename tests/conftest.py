@@ -54,6 +54,15 @@ class UnevenBounds(gym.Env):
 gym.register("UnevenBounds-v0", entry_point=UnevenBounds, max_episode_steps=50)
 
 
+class DictObservations(UnevenBounds):
+    """Observations that are not a flat Box: the scripts refuse them with one line."""
+
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1.0, 1.0, (3,), np.float32)})
+
+
+gym.register("DictObservations-v0", entry_point=DictObservations, max_episode_steps=50)
+
+
 def assert_sparse_invariants(sparse, network: str, logged: dict[str, list[float]]) -> None:
     """Inactive weights exactly zero; every layer's connection count what it was at the start (the density logged
     at step 0 and at each topology update); and the topology moved (more positions ever active than active now)."""

@@ -18,23 +18,31 @@ from reproduce import report, sweep
 
 SWEEP = str(ROOT / "reproduce" / "sweep.py")
 
-# A stand-in for a training script: records its call, fails while a flag file exists, or sleeps (and, like the real
-# scripts, turns a KeyboardInterrupt into exit 0); writes runs/ into its working directory.
+# A stand-in for a training script: records its call, fails while a flag file exists, or sleeps until SIGTERM, then
+# (like the real scripts) saves a state in its run directory and exits 143; `--resume` finishes the run; `--short`
+# exits 0 before its last step. Writes runs/ into its working directory.
 FAKE_SCRIPT = """
-import os, pathlib, sys, time
+import os, pathlib, signal, sys, time
 args = sys.argv[1:]
 with open(os.environ["FAKE_CALLS"], "a") as calls:
     calls.write(f"{os.environ.get('OMP_NUM_THREADS')} {' '.join(args)}\\n")
 if "--fail-if" in args and pathlib.Path(args[args.index("--fail-if") + 1]).exists():
     sys.exit("error: asked to fail")
-pathlib.Path("runs").mkdir()
+if "--resume" in args:
+    pathlib.Path(args[args.index("--resume") + 1], "state.pt").unlink()
+    print("step 10/10 | resumed", flush=True)
+    sys.exit(0)
+pathlib.Path("runs/run1").mkdir(parents=True)
 print("step 5/10 | halfway", flush=True)
 if "--sleep" in args:
+    def save_and_stop(signum, frame):
+        pathlib.Path("runs/run1/state.pt").write_text("saved")
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, save_and_stop)
     pathlib.Path(os.environ["FAKE_CALLS"] + ".pid").write_text(str(os.getpid()))
-    try:
-        time.sleep(60)
-    except KeyboardInterrupt:
-        sys.exit(0)
+    time.sleep(60)
+if "--short" not in args:
+    print("step 10/10 | done", flush=True)
 """
 
 
@@ -120,7 +128,30 @@ def test_sweep_ctrl_c_stops_runs_without_marking_them_done(tmp_path, fake):
     assert "1 running, 0 queued: slow/E-v0/seed1 5/10" in output and "interrupted" in output
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)  # the script was stopped
-    assert not (out / "slow" / "E-v0" / "seed1" / "done.json").exists()
+    run_dir = out / "slow" / "E-v0" / "seed1"
+    assert not (run_dir / "done.json").exists() and (run_dir / "runs" / "run1" / "state.pt").exists()
+    # the same command again resumes the run from its saved state
+    assert sweep.main(argv[2:]) == 0 and fake.calls()[-1] == "1 --resume runs/run1"
+    assert (run_dir / "done.json").exists() and "step 10/10 | resumed" in (run_dir / "stdout_stderr.log").read_text()
+
+
+def test_sweep_marks_a_run_done_only_at_its_last_step(tmp_path, fake):
+    out = tmp_path / "out"
+    argv = ["--config", f"short={fake} --short", "--env-ids", "E-v0", "--seeds", "1", "--out", str(out)]
+    assert sweep.main(argv) == 1  # exit 0 at step 5 of 10: an interrupted run, not a complete one
+    assert not (out / "short" / "E-v0" / "seed1" / "done.json").exists()
+
+
+def test_submitit_job_past_its_time_limit_saves_requeues_and_resumes(tmp_path, fake):
+    """A job whose run outlasts its time limit: the signal before the kill stops the script (it saves its state), the
+    job requeues itself (submitit's checkpointing) and the requeued job resumes the run to its end."""
+    out = tmp_path / "out"
+    argv = [sys.executable, SWEEP, "--backend", "submitit-local", "--config", f"long={fake} --sleep", "--env-ids", "E-v0",
+            "--seeds", "1", "--out", str(out), "--slurm-timeout-min", "1", "--slurm-signal-delay-s", "52"]  # fmt: skip
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [call.split(" ", 1)[1] for call in fake.calls()] == ["--sleep --env-id E-v0 --seed 1", "--resume runs/run1"]
+    assert (out / "long" / "E-v0" / "seed1" / "done.json").exists()
 
 
 def test_sweep_through_submitit_local_executor(tmp_path, fake):
@@ -128,7 +159,7 @@ def test_sweep_through_submitit_local_executor(tmp_path, fake):
     out, flag = tmp_path / "out", tmp_path / "broken"
     flag.touch()
     argv = [sys.executable, SWEEP, "--backend", "submitit-local", "--config", f"ok={fake}", f"bad={fake} --fail-if {flag}",
-            "--env-ids", "E-v0", "--seeds", "1", "--out", str(out), "--slurm-timeout-min", "2"]  # fmt: skip
+            "--env-ids", "E-v0", "--seeds", "1", "--out", str(out), "--slurm-timeout-min", "2", "--slurm-signal-delay-s", "30"]  # fmt: skip
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "submitted 2 jobs (local" in result.stdout and "FAILED bad/E-v0/seed1: exit 1" in result.stdout

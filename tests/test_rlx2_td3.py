@@ -1,6 +1,7 @@
 """RLx2: n-step targets, the dynamic-capacity buffer, ERK densities and the RigL training loop."""
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -154,6 +155,10 @@ def test_dense_setting_is_plain_td3(run_script):
                    "--topology", "static", "--n-step", "1", "--no-dynamic-buffer", *SMOKE)  # fmt: skip
     assert g["actor_sparse"].names == [] and g["critic_sparse"].names == [] and g["n_step"] == 1
     assert all(int(s["step"]) == 1000 for s in g["q_optimizer"].state.values())
+    # evaluation needs only the checkpoint: no sparsity flags for an env without a preset
+    with pytest.raises(SystemExit) as exit_info:
+        run_script("rlx2_td3.py", "--env-id", "Pendulum-v1", "--eval-checkpoint", glob.glob("runs/*/rlx2_td3.pt")[0])
+    assert exit_info.value.code == 0
 
 
 def test_training_run_matches_the_masked_path(run_script):
@@ -176,11 +181,13 @@ def test_training_run_matches_the_masked_path(run_script):
 
 @pytest.mark.parametrize("bad", [["--env-id", "Pendulum-v1"], ["--actor-sparsity", "1"], ["--topology", "magic"],
                                  ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"],
-                                 ["--sparse-backend", "sparse"]])  # fmt: skip
+                                 ["--sparse-backend", "sparse"],
+                                 ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--exploration-noise", "-0.1"], ["--policy-distance-threshold", "-1"]])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("rlx2_td3.py", *bad)
-    assert str(exit_info.value).startswith("error: ")
+    assert str(exit_info.value).startswith("error: ") and not os.path.exists("runs")  # nothing written
 
 
 def test_learns_pendulum(run_script):

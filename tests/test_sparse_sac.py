@@ -1,6 +1,7 @@
 """DS-SAC end to end: SAC and alpha updates, SET topology updates and hard target copies keep the invariants."""
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -70,11 +71,13 @@ def test_dense_mode_has_no_masks(run_script):
 
 
 @pytest.mark.parametrize("bad", [["--env-id", "CartPole-v1"], ["--sparsity", "1"], ["--tau", "0"],
-                                 ["--target-network-frequency", "0"], ["--total-timesteps", "10", "--learning-starts", "10"]])  # fmt: skip
+                                 ["--target-network-frequency", "0"], ["--total-timesteps", "10", "--learning-starts", "10"],
+                                 ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--alpha", "-1"], ["--sparsity", "0.999"]])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_sac.py", *bad)
-    assert str(exit_info.value).startswith("error: ")
+    assert str(exit_info.value).startswith("error: ") and not os.path.exists("runs")  # nothing written
 
 
 @pytest.mark.parametrize("sparsity", ["0", "0.5"])

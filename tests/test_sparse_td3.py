@@ -125,11 +125,13 @@ def test_episode_boundaries_termination_vs_truncation(run_script):
                                  ["--sparsity", "-0.1"], ["--topology-interval", "0"], ["--eval-frequency", "-5"],
                                  ["--total-timesteps", "100", "--learning-starts", "100"], ["--topology-interval", "101"],
                                  ["--sparsity", "0.5", "--er-epsilons", "7", "64"], ["--env-kwargs", "nope"],
-                                 ["--env-kwargs", "[1]"], ["--env-kwargs", '{"no_such_keyword": 1}']])  # fmt: skip
+                                 ["--env-kwargs", "[1]"], ["--env-kwargs", '{"no_such_keyword": 1}'],
+                                 ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--policy-noise", "-1"], ["--sparsity", "0.999"]])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_td3.py", *bad)
-    assert str(exit_info.value).startswith("error: ")
+    assert str(exit_info.value).startswith("error: ") and not os.path.exists("runs")  # nothing written
 
 
 @pytest.mark.parametrize("sparsity", ["0", "0.5"])

@@ -1,0 +1,149 @@
+"""Stop a run with a signal anywhere and resume it: it ends bit for bit where the same run never stopped would."""
+
+import glob
+import os
+import signal
+
+import gymnasium as gym
+import pytest
+import torch
+from conftest import logged_scalars
+
+HOPPER = ["--env-id", "Hopper-v4", "--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32",
+          "--topology-interval", "100", "--eval-frequency", "250", "--eval-episodes", "2", "--checkpoint-frequency", "400"]  # fmt: skip
+SCRIPTS = {
+    "sparse_td3.py": ["--topology-end", "900"],
+    "sparse_sac.py": ["--topology-end", "900", "--target-network-frequency", "50", "--autotune"],
+    # n-step switch at iteration 300 (step 800), buffer checks at 500, 1000, 1500 with shrinks from 1000 on
+    "rlx2_td3.py": [
+        "--delay-nstep",
+        "300",
+        "--buffer-size",
+        "1200",
+        "--buffer-min-size",
+        "700",
+        "--buffer-check-interval",
+        "500",
+        "--policy-distance-threshold",
+        "0",
+    ],  # fmt: skip
+}
+
+
+def signal_at(monkeypatch, step: int, signals: int = 1) -> None:
+    """Every env made from now on sends this process SIGTERM (`signals` times) at its `step`-th env step."""
+    make = gym.make
+
+    def make_and_count(*args, **kwargs):
+        env = make(*args, **kwargs)
+        step_env, count = env.step, [0]
+
+        def step_and_signal(action):
+            count[0] += 1
+            if count[0] == step:
+                for _ in range(signals):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return step_env(action)
+
+        env.step = step_and_signal
+        return env
+
+    monkeypatch.setattr(gym, "make", make_and_count)
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    for name in ("actor", "qf1", "qf2"):
+        for (key, x), y in zip(a[name].state_dict().items(), b[name].state_dict().values(), strict=True):
+            assert torch.equal(x, y), f"{name}.{key}"
+    for name in ("actor_sparse", "critic_sparse"):
+        assert all(torch.equal(x, y) for x, y in zip(a[name].masks, b[name].masks, strict=True)), name
+        assert all(torch.equal(x, y) for x, y in zip(a[name].ever_active, b[name].ever_active, strict=True)), name
+    for name in ("actor_optimizer", "q_optimizer"):
+        for x, y in zip(a[name].state.values(), b[name].state.values(), strict=True):
+            assert all(torch.equal(x[k], y[k]) for k in ("exp_avg", "exp_avg_sq", "step")), name
+    rb_a, rb_b = a["rb"], b["rb"]
+    assert rb_a.size == rb_b.size
+    for field in rb_a.FIELDS:
+        assert torch.equal(getattr(rb_a, field), getattr(rb_b, field)), field
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_stop_mid_episode_after_a_topology_update_and_resume(run_script, monkeypatch, script):
+    args = [*HOPPER, *SCRIPTS[script]]
+    full = run_script(script, *args, "--exp-name", "full")
+    # iteration 101, just after the topology update at 100, mid-episode: the run goes on to the episode's end
+    with monkeypatch.context() as patch:
+        signal_at(patch, 601)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *args, "--exp-name", "stopped")
+    assert stopped.value.code == 143
+    run_dir = glob.glob("runs/*__stopped__*")[0]
+    saved = torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"]
+    assert 601 < saved < 1500 and saved % 100 != 0  # an episode end, not a step the periodic save would pick
+    resumed = run_script(script, "--resume", run_dir)
+    assert resumed["global_step"] == 1500 and not os.path.exists(f"{run_dir}/state.pt")  # complete: state removed
+    assert_same_run(full, resumed)
+    full_log = logged_scalars(glob.glob("runs/*__full__*")[0], steps=True)
+    resumed_log = logged_scalars(run_dir, steps=True)
+    assert resumed_log["eval/episodic_return"] == full_log["eval/episodic_return"]  # no duplicates, no gaps
+    assert [s for s, _ in resumed_log["eval/episodic_return"]] == list(range(0, 1501, 250))
+    if script == "rlx2_td3.py":
+        assert resumed["n_step"] == 3 and resumed["rb"].capacity < 1200  # crossed the n-step switch and a shrink
+
+
+def test_a_second_signal_exits_at_once_keeping_the_last_state(run_script, monkeypatch):
+    with monkeypatch.context() as patch:
+        signal_at(patch, 700, signals=2)
+        with pytest.raises(SystemExit) as stopped:
+            run_script("sparse_td3.py", *HOPPER, *SCRIPTS["sparse_td3.py"])
+    assert stopped.value.code == 143
+    state = torch.load(glob.glob("runs/*/state.pt")[0], weights_only=True)
+    assert 400 <= state["global_step"] < 700  # the periodic save before the signals; nothing was written after them
+
+
+BAD_FILES = {
+    "empty": b"",
+    "truncated": None,  # the first half of a real checkpoint
+    "not a checkpoint": b"hello, world",
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_checkpoints_and_states_get_one_line(run_script, monkeypatch, tmp_path, script):
+    """Every file a user may hand back: missing, empty, truncated, not a checkpoint, another script's, a directory
+    without a state, a state of another version; and a flag that would change a resumed run."""
+    other = "sparse_sac.py" if script != "sparse_sac.py" else "sparse_td3.py"
+    base = [*HOPPER, *SCRIPTS[script], "--total-timesteps", "700", "--save-model"]
+    with monkeypatch.context() as patch:
+        signal_at(patch, 650)
+        with pytest.raises(SystemExit):
+            run_script(script, *base, "--exp-name", "mine")
+    mine = glob.glob("runs/*__mine__*")[0]
+    other_args = [*HOPPER, *SCRIPTS[other], "--total-timesteps", "600", "--save-model", "--exp-name", "theirs"]
+    run_script(other, *other_args)
+    theirs = glob.glob("runs/*__theirs__*")[0]
+    real = open(glob.glob(f"{mine}/*.pt")[0], "rb").read()
+    cases = {}
+    for name, content in BAD_FILES.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(real[: len(real) // 2] if content is None else content)
+        cases[name] = ["--eval-checkpoint", str(path)]
+    cases["missing"] = ["--eval-checkpoint", "no/such.pt"]
+    cases["another script's checkpoint"] = ["--eval-checkpoint", glob.glob(f"{theirs}/*.pt")[0]]
+    cases["no state"] = ["--resume", theirs]  # complete: its state was removed
+    state = torch.load(f"{mine}/state.pt", weights_only=True)
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({**state, "version": 0}, old / "state.pt")
+    cases["another version"] = ["--resume", str(old)]
+    cases["a flag that changes the run"] = ["--resume", mine, "--total-timesteps", "5000"]
+    for name, argv in cases.items():
+        with pytest.raises(SystemExit) as exit_info:
+            run_script(script, "--env-id", "Hopper-v4", *argv)
+        message = str(exit_info.value)
+        assert message.startswith("error: ") and "\n" not in message, (name, message)
+    with pytest.raises(SystemExit, match="written by"):
+        run_script(other, "--resume", mine)
+    # what may change: whether the policy is saved, the state's frequency
+    resumed = run_script(script, "--resume", mine, "--checkpoint-frequency", "7")
+    assert resumed["global_step"] == 700 and resumed["args"].checkpoint_frequency == 7
