@@ -24,6 +24,7 @@ import tyro
 
 # ours: skip evaluation until the final one, which both lengths share
 QUIET = ["--eval-frequency", "100000000", "--eval-episodes", "1"]
+OURS = ("sparse_td3.py", "sparse_sac.py", "rlx2_td3.py", "rlx2_sac.py")
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Args:
 
 
 def command_line(command: list[str], args: Args, iterations: int, seed: int) -> list[str]:
-    extra = QUIET if any(part.endswith(("sparse_td3.py", "sparse_sac.py", "rlx2_td3.py")) for part in command) else []
+    extra = QUIET if any(part.endswith(OURS) for part in command) else []
     steps = ["--total-timesteps", str(args.warmup + iterations), "--learning-starts", str(args.warmup)]
     return [*command, "--env-id", args.env_id, "--seed", str(seed), *steps, *extra]
 

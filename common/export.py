@@ -4,7 +4,8 @@
 
 The file is a plain .npz (no pickle): per layer either CSR arrays (row pointers, column indices in the smallest
 unsigned type that holds them, float32 values) or, where that is not smaller, the dense float32 matrix; float32
-biases; the action scaling. Works for the deterministic policy of all three scripts (`fc_mu`, or SAC's `fc_mean`).
+biases; the action scaling. Works for the deterministic policy of every script: `fc_mu`, SAC's `fc_mean`, or the
+mean rows of rlx2_sac.py's fused mean / log-std layer `fc_mean_logstd`.
 """
 
 import argparse
@@ -12,7 +13,7 @@ import argparse
 import numpy as np
 import torch
 
-HIDDEN, OUTPUTS = ("fc1", "fc2"), ("fc_mu", "fc_mean")  # relu, relu, then tanh * action_scale + action_bias
+HIDDEN, OUTPUTS = ("fc1", "fc2"), ("fc_mu", "fc_mean", "fc_mean_logstd")  # relu, relu, then tanh * action_scale + action_bias
 
 
 def smallest_uint(largest: int) -> type:
@@ -24,9 +25,11 @@ def export_actor(checkpoint_path: str, out_path: str) -> dict[str, np.ndarray]:
     state, masks = checkpoint["actor"], checkpoint["masks"]["actor"]
     output = next(name for name in OUTPUTS if f"{name}.weight" in state)
     arrays = {"action_scale": state["action_scale"].numpy(), "action_bias": state["action_bias"].numpy()}
+    actions = len(arrays["action_scale"])  # the output's first rows: all of them, or the mean above a fused log-std
     for i, name in enumerate((*HIDDEN, output)):
-        weight = state[f"{name}.weight"] * masks.get(f"{name}.weight", 1)
-        arrays[f"layer{i}.bias"] = state[f"{name}.bias"].numpy()
+        rows = actions if name == output else None
+        weight = (state[f"{name}.weight"] * masks.get(f"{name}.weight", 1))[:rows]
+        arrays[f"layer{i}.bias"] = state[f"{name}.bias"][:rows].numpy()
         rows, cols = weight.nonzero(as_tuple=True)
         csr_bytes = len(rows) * (4 + np.dtype(smallest_uint(weight.shape[1] - 1)).itemsize) + 2 * (weight.shape[0] + 1)
         if csr_bytes < 4 * weight.numel():

@@ -11,22 +11,14 @@ from conftest import logged_scalars
 
 HOPPER = ["--env-id", "Hopper-v4", "--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32",
           "--topology-interval", "100", "--eval-frequency", "250", "--eval-episodes", "2", "--checkpoint-frequency", "400"]  # fmt: skip
+# n-step switch at iteration 300 (step 800), buffer checks at 500, 1000, 1500 with shrinks from 1000 on
+RLX2 = ["--delay-nstep", "300", "--buffer-size", "1200", "--buffer-min-size", "700", "--buffer-check-interval", "500",
+        "--policy-distance-threshold", "0"]  # fmt: skip
 SCRIPTS = {
     "sparse_td3.py": ["--topology-end", "900"],
     "sparse_sac.py": ["--topology-end", "900", "--target-network-frequency", "50", "--autotune"],
-    # n-step switch at iteration 300 (step 800), buffer checks at 500, 1000, 1500 with shrinks from 1000 on
-    "rlx2_td3.py": [
-        "--delay-nstep",
-        "300",
-        "--buffer-size",
-        "1200",
-        "--buffer-min-size",
-        "700",
-        "--buffer-check-interval",
-        "500",
-        "--policy-distance-threshold",
-        "0",
-    ],  # fmt: skip
+    "rlx2_td3.py": RLX2,
+    "rlx2_sac.py": RLX2,
 }
 
 
@@ -87,7 +79,7 @@ def test_stop_mid_episode_after_a_topology_update_and_resume(run_script, monkeyp
     resumed_log = logged_scalars(run_dir, steps=True)
     assert resumed_log["eval/episodic_return"] == full_log["eval/episodic_return"]  # no duplicates, no gaps
     assert [s for s, _ in resumed_log["eval/episodic_return"]] == list(range(0, 1501, 250))
-    if script == "rlx2_td3.py":
+    if script.startswith("rlx2"):
         assert resumed["n_step"] == 3 and resumed["rb"].capacity < 1200  # crossed the n-step switch and a shrink
 
 
