@@ -1,24 +1,42 @@
-"""Learning curves and results tables of a sweep (reproduce/sweep.py), read from its runs' TensorBoard logs.
+"""Learning curves and results tables of a sweep (reproduce/sweep.py), kept as data and made from that data alone.
 
-    python reproduce/report.py --sweep-dir results
+    python reproduce/report.py --sweep-dir results/long-results --out docs/results/long-results
+    python reproduce/report.py --from-csv docs/results/long-results
 
-writes, next to the runs:
-- `curves.png`: `eval/episodic_return` against environment steps, mean and +- one std over seeds, one axis per env;
-  a dense twin is dashed, in the colour of its sparse configuration;
+The first reads the TensorBoard logs of the sweep's runs into two CSV files, then makes the report from them; the
+second re-makes the report from the CSV files alone (what a repository keeps instead of the logs). They write to
+--out (default: the directory read; with --from-csv, another --out gets the report and figures only):
+- `evals.csv`: one row per evaluation (`eval/episodic_return`) of every run: config, env_id, seed, step, eval_return,
+  and where the run logs them (else empty): sparsity_actor, sparsity_critic (1 - `sparse/{actor,critic}_density`),
+  n_step (`charts/n_step`) and buffer_capacity (`buffer/capacity`: RLx2's dynamic buffer). Each is the value last
+  logged at or before the evaluation step or, before the first one logged, the first (the scripts log them from
+  step 0, their first training iteration or first buffer check; until then they hold their initial value);
+- `runs.csv`: one row per run of the sweep, started or not: config, env_id, seed, twin (its dense twin's config),
+  complete (True once the sweep wrote its `done.json`: it reached its last step), total_timesteps (from its command;
+  empty if the command leaves the script's default), and the last value it logged of each of LAST_VALUE_TAGS;
+- `curves.png`: eval return against environment steps, mean and +- one std over seeds, one axis per env; a dense twin
+  is dashed, in the colour of its sparse configuration;
+- `buffer.png`, only when some run logs a buffer capacity: that capacity per seed against steps and, on the right
+  axis, the n-step of its targets; one axis per env and configuration;
 - `report.md`: per env, a table of our runs and, below it, the published numbers (theirs, copied from the papers,
   with their budget, env version and seeds).
 
-Only complete runs (with `done.json`) count; the report lists the others. Definitions, per configuration and env:
+Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
+of them reached (the table's steps):
+- in progress: a run of the configuration is not complete (running, failed, interrupted or not started); the table
+  says "in progress: k of n seeds at step N" and lists the runs that are not complete;
 - final return: each seed's mean of its last 10 evaluations, then mean +- std over seeds (population std, ddof=0);
-- % of dense twin: our final return over the twin's, x 100 (none when the twin's is not positive);
+- % of dense twin: our final return over the twin's, x 100, both at the smaller of their two steps (the cell names
+  that step when it is not ours); none when the twin's is not positive;
 - sparsity, FLOPs, weights: the last value the run logged (`sparse/*`), averaged over seeds; FLOPs are relative to
   the dense twin of the same network (training: one env step + training iteration; inference: one action);
   weights count weight matrices only (no biases), as the papers do;
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
-  evaluations) of the seed-averaged curve reaches the twin's final return; "not reached" if it never does;
+  evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
 """
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +57,14 @@ LAST_VALUE_TAGS = (
     "sparse/critic_weights",
     "charts/SPS",
 )
+EVAL_TAGS = {  # evals.csv's columns after eval_return, and the tags they come from (a density's column is 1 - it)
+    "sparsity_actor": "sparse/actor_density",
+    "sparsity_critic": "sparse/critic_density",
+    "n_step": "charts/n_step",
+    "buffer_capacity": "buffer/capacity",
+}
+EVAL_COLUMNS = ("config", "env_id", "seed", "step", "eval_return", *EVAL_TAGS)
+RUN_COLUMNS = ("config", "env_id", "seed", "twin", "complete", "total_timesteps", *LAST_VALUE_TAGS)
 
 
 @dataclass(frozen=True)
@@ -115,16 +141,27 @@ class RunLog:
     env_id: str
     seed: int
     twin: str | None
-    eval_steps: np.ndarray
-    eval_returns: np.ndarray
+    complete: bool  # the sweep wrote done.json: the run reached its last step
+    total_timesteps: int | None  # as its command sets it
+    evals: dict[str, np.ndarray]  # evals.csv's columns from "step" on, one value per evaluation; NaN: not logged
     last: dict[str, float]  # the last value of each of LAST_VALUE_TAGS the run logged
+
+    @property
+    def name(self) -> str:
+        return f"{self.config}/{self.env_id}/seed{self.seed}"
+
+    @property
+    def started(self) -> bool:
+        return len(self.evals["step"]) > 0
 
 
 @dataclass
 class Summary:
     config: str
     twin: str | None
-    seeds: int
+    seeds: int  # the seeds with evaluations
+    runs: int  # the seeds in the sweep
+    complete: bool  # every run in the sweep is complete
     steps: int  # the last evaluation step every seed reached
     curve_steps: np.ndarray  # evaluation steps every seed has
     curve_mean: np.ndarray
@@ -132,42 +169,92 @@ class Summary:
     final_mean: float
     final_std: float
     last: dict[str, float]  # LAST_VALUE_TAGS averaged over seeds; charts/SPS: median over seeds
-    twin_final: float | None = None  # the dense twin's final return, if it ran on this env
+    twin_final: float | None = None  # the dense twin's final return at `compared_at`, if it ran on this env
+    compared_at: int | None = None  # the smaller of this configuration's and its twin's steps
+    percent_of_twin: float | None = None  # None without a twin, or when its final return is not positive
     steps_to_twin: int | None = None
 
-    @property
-    def percent_of_twin(self) -> float | None:
-        """None without a twin, or when its final return is not positive (then a ratio says nothing)."""
-        return None if self.twin_final is None or self.twin_final <= 0 else 100 * self.final_mean / self.twin_final
+
+def value_at(events: list, steps: np.ndarray) -> np.ndarray:
+    """A logged quantity at each of `steps`: the value last logged at or before it, or (before any) the first."""
+    logged = np.array([e.step for e in events])
+    order = np.argsort(logged, kind="stable")  # a step logged twice (a resumed run): its last value
+    index = np.searchsorted(logged[order], steps, side="right") - 1
+    return np.array([e.value for e in events], dtype=np.float64)[order][np.maximum(index, 0)]
 
 
-def load_run(run_dir: Path) -> RunLog:
+def read_run(run_dir: Path) -> RunLog:
+    """One run directory of a sweep: its run.json and, once it has started, its TensorBoard log."""
     spec = json.loads((run_dir / "run.json").read_text())
-    event_dirs = sorted(path for path in (run_dir / "runs").iterdir() if path.is_dir())
-    if len(event_dirs) != 1:
+    event_dirs = sorted(path for path in (run_dir / "runs").glob("*") if path.is_dir())
+    if len(event_dirs) > 1:
         raise SystemExit(f"error: {run_dir / 'runs'} should hold one run's log, holds {len(event_dirs)}")
-    events = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
-    events.Reload()
-    scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
-    if "eval/episodic_return" not in scalars:
-        raise SystemExit(f"error: {event_dirs[0]} has no eval/episodic_return")
-    evals = scalars["eval/episodic_return"]
-    return RunLog(
-        spec["config"],
-        spec["env_id"],
-        spec["seed"],
-        spec["twin"],
-        np.array([e.step for e in evals]),
-        np.array([e.value for e in evals], dtype=np.float64),
-        {tag: float(scalars[tag][-1].value) for tag in LAST_VALUE_TAGS if tag in scalars},
-    )
+    scalars = {}
+    if event_dirs:
+        events = EventAccumulator(str(event_dirs[0]), size_guidance={"scalars": 0})
+        events.Reload()
+        scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+    returns = dict(sorted({e.step: e.value for e in scalars.get("eval/episodic_return", [])}.items()))
+    steps = np.array(list(returns), dtype=np.int64)
+    evals = {"step": steps, "eval_return": np.array(list(returns.values()), dtype=np.float64)}
+    for column, tag in EVAL_TAGS.items():
+        values = value_at(scalars[tag], steps) if tag in scalars and len(steps) else np.full(len(steps), np.nan)
+        evals[column] = 1 - values if tag.endswith("_density") else values
+    total_timesteps = None  # the last --total-timesteps of the command wins, as in the scripts' parser
+    for arg, following in zip(spec["argv"], spec["argv"][1:] + [""]):
+        name, _, value = arg.replace("_", "-").partition("=")
+        if name == "--total-timesteps":
+            total_timesteps = int(value or following)
+    last = {tag: float(scalars[tag][-1].value) for tag in LAST_VALUE_TAGS if tag in scalars}
+    complete = (run_dir / "done.json").exists()
+    return RunLog(spec["config"], spec["env_id"], spec["seed"], spec["twin"], complete, total_timesteps, evals, last)
 
 
-def load_sweep(sweep_dir: Path) -> tuple[list[RunLog], list[Path]]:
-    """The logs of the complete runs, and the run directories that are not complete."""
+def cell(value: object) -> str:
+    """A CSV cell: empty when not logged, whole numbers without a decimal point, others at TensorBoard's float32."""
+    if value is None or isinstance(value, (str, bool)):
+        return "" if value is None else str(value)
+    number = float(value)
+    return "" if np.isnan(number) else str(int(number)) if number.is_integer() else str(np.float32(number))
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows) -> None:
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows([cell(value) for value in row] for row in rows)
+
+
+def write_csvs(sweep_dir: Path, out: Path) -> None:
+    """evals.csv and runs.csv in `out`, from the run directories of a sweep."""
     run_dirs = sorted(spec.parent for spec in sweep_dir.glob("*/*/seed*/run.json"))
-    complete = [run_dir for run_dir in run_dirs if (run_dir / "done.json").exists()]
-    return [load_run(run_dir) for run_dir in complete], [run_dir for run_dir in run_dirs if run_dir not in complete]
+    if not run_dirs:
+        raise SystemExit(f"error: no run (*/*/seed*/run.json) in {sweep_dir}")
+    runs = sorted((read_run(run_dir) for run_dir in run_dirs), key=lambda run: (run.config, run.env_id, run.seed))
+    out.mkdir(parents=True, exist_ok=True)
+    keys = [[run.config, run.env_id, run.seed] for run in runs]
+    last_values = [[run.twin, run.complete, run.total_timesteps, *map(run.last.get, LAST_VALUE_TAGS)] for run in runs]
+    write_csv(out / "runs.csv", RUN_COLUMNS, (key + values for key, values in zip(keys, last_values)))
+    evals = [zip(*(run.evals[column] for column in EVAL_COLUMNS[3:])) for run in runs]
+    write_csv(out / "evals.csv", EVAL_COLUMNS, (key + list(values) for key, run in zip(keys, evals) for values in run))
+
+
+def read_csvs(data_dir: Path) -> list[RunLog]:
+    """The runs of runs.csv with their evaluations from evals.csv."""
+    evals: dict[tuple[str, str, str], list[dict]] = {}
+    with open(data_dir / "evals.csv", newline="") as file:
+        for row in csv.DictReader(file):
+            evals.setdefault((row["config"], row["env_id"], row["seed"]), []).append(row)
+    runs = []
+    with open(data_dir / "runs.csv", newline="") as file:
+        for row in csv.DictReader(file):
+            rows = evals.get((row["config"], row["env_id"], row["seed"]), [])
+            columns = {column: np.array([float(r[column] or "nan") for r in rows]) for column in EVAL_COLUMNS[3:]}
+            columns["step"] = columns["step"].astype(np.int64)
+            last = {tag: float(row[tag]) for tag in LAST_VALUE_TAGS if row[tag]}
+            runs.append(RunLog(row["config"], row["env_id"], int(row["seed"]), row["twin"] or None, row["complete"] == "True",
+                               int(row["total_timesteps"]) if row["total_timesteps"] else None, columns, last))  # fmt: skip
+    return runs
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -178,20 +265,27 @@ def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     return (sums - previous) / counts
 
 
-def summarize(runs: list[RunLog]) -> Summary:
-    """One configuration on one env, over its seeds."""
-    curve_steps = sorted(set.intersection(*(set(run.eval_steps.tolist()) for run in runs)))
-    curves = np.array([[run.eval_returns[run.eval_steps == step][-1] for step in curve_steps] for run in runs])
-    finals = np.array([run.eval_returns[-FINAL_EVALS:].mean() for run in runs])
-    tags = set.intersection(*(set(run.last) for run in runs))
-    last = {tag: float(np.mean([run.last[tag] for run in runs])) for tag in tags}
+def summarize(runs: list[RunLog], until: int | None = None) -> Summary:
+    """One configuration on one env, over its seeds with evaluations, each cut at `until` (default: the last
+    evaluation step all of them reached)."""
+    started = [run for run in runs if run.started]
+    until = min(int(run.evals["step"][-1]) for run in started) if until is None else until
+    steps = [run.evals["step"][run.evals["step"] <= until] for run in started]
+    returns = [run.evals["eval_return"][run.evals["step"] <= until] for run in started]
+    curve_steps = sorted(set.intersection(*(set(s.tolist()) for s in steps)))
+    curves = np.array([[r[s == step][-1] for step in curve_steps] for s, r in zip(steps, returns)])
+    finals = np.array([r[-FINAL_EVALS:].mean() for r in returns])
+    tags = set.intersection(*(set(run.last) for run in started))
+    last = {tag: float(np.mean([run.last[tag] for run in started])) for tag in tags}
     if "charts/SPS" in tags:
-        last["charts/SPS"] = float(np.median([run.last["charts/SPS"] for run in runs]))
+        last["charts/SPS"] = float(np.median([run.last["charts/SPS"] for run in started]))
     return Summary(
         config=runs[0].config,
         twin=runs[0].twin,
-        seeds=len(runs),
-        steps=min(int(run.eval_steps[-1]) for run in runs),
+        seeds=len(started),
+        runs=len(runs),
+        complete=all(run.complete for run in runs),
+        steps=int(curve_steps[-1]),
         curve_steps=np.array(curve_steps),
         curve_mean=curves.mean(axis=0),
         curve_std=curves.std(axis=0),
@@ -202,9 +296,13 @@ def summarize(runs: list[RunLog]) -> Summary:
 
 
 def summarize_env(runs: list[RunLog]) -> list[Summary]:
-    """Every configuration that ran on one env, each sparse one followed by its dense twin; compares each with its twin."""
-    configs = sorted({run.config for run in runs})
-    summaries = {config: summarize([run for run in runs if run.config == config]) for config in configs}
+    """Every configuration with evaluations on one env, each sparse one followed by its dense twin; compares each with
+    its twin at the step both reached."""
+    by_config: dict[str, list[RunLog]] = {}
+    for run in sorted(runs, key=lambda run: run.config):
+        by_config.setdefault(run.config, []).append(run)
+    summaries = {config: summarize(group) for config, group in by_config.items() if any(run.started for run in group)}
+    configs = list(summaries)
     twins = {s.twin for s in summaries.values() if s.twin in summaries}
     order = []
     for config in configs:
@@ -212,12 +310,14 @@ def summarize_env(runs: list[RunLog]) -> list[Summary]:
             order += [config] + ([summaries[config].twin] if summaries[config].twin in summaries else [])
     order += [config for config in configs if config not in order]  # a twin whose sparse configuration is elsewhere
     for summary in summaries.values():
-        twin = summaries.get(summary.twin)
-        if twin is not None:
-            summary.twin_final = twin.final_mean
-            score = trailing_mean(summary.curve_mean, FINAL_EVALS)
-            reached = np.flatnonzero(score >= twin.final_mean)
-            summary.steps_to_twin = int(summary.curve_steps[reached[0]]) if len(reached) else None
+        if summary.twin not in summaries:
+            continue
+        at = min(summary.steps, summaries[summary.twin].steps)
+        own, twin = (s if s.steps == at else summarize(by_config[s.config], at) for s in (summary, summaries[summary.twin]))
+        summary.twin_final, summary.compared_at = twin.final_mean, at
+        summary.percent_of_twin = None if twin.final_mean <= 0 else 100 * own.final_mean / twin.final_mean
+        reached = np.flatnonzero(trailing_mean(own.curve_mean, FINAL_EVALS) >= twin.final_mean)
+        summary.steps_to_twin = int(own.curve_steps[reached[0]]) if len(reached) else None
     return [summaries[config] for config in dict.fromkeys(order)]
 
 
@@ -233,6 +333,10 @@ def env_table(summaries: list[Summary]) -> list[str]:
     ]
     for s in summaries:
         last = s.last.get
+        seeds = f"{s.seeds}" if s.complete else f"in progress: {s.seeds} of {s.runs} seeds at step {s.steps:,}"
+        percent = fmt(s.percent_of_twin, ".1f", "%")
+        if s.percent_of_twin is not None and s.compared_at != s.steps:
+            percent += f" (at {s.compared_at:,})"
         densities = [last(f"sparse/{net}_density") for net in ("actor", "critic")]
         sparsity = [fmt(None if density is None else 100 * (1 - density), ".1f", "%") for density in densities]
         weights = "—"
@@ -243,11 +347,11 @@ def env_table(summaries: list[Summary]) -> list[str]:
         elif s.steps_to_twin is None:
             to_twin = "not reached"
         else:
-            to_twin = f"{s.steps_to_twin:,} ({100 * s.steps_to_twin / s.steps:.0f}%)"
+            to_twin = f"{s.steps_to_twin:,} ({100 * s.steps_to_twin / s.compared_at:.0f}%)"
         flops = [fmt(last(f"sparse/{kind}_FLOPs_ratio"), ".3f", "x") for kind in ("training", "inference")]
         lines.append(
-            f"| {s.config} | {s.twin or '—'} | {s.seeds} | {s.steps:,} | {s.final_mean:.1f} ± {s.final_std:.1f} "
-            f"| {fmt(s.percent_of_twin, '.1f', '%')} | {sparsity[0]} | {sparsity[1]} | {flops[0]} | {flops[1]} "
+            f"| {s.config} | {s.twin or '—'} | {seeds} | {s.steps:,} | {s.final_mean:.1f} ± {s.final_std:.1f} "
+            f"| {percent} | {sparsity[0]} | {sparsity[1]} | {flops[0]} | {flops[1]} "
             f"| {weights} | {to_twin} | {fmt(last('charts/SPS'), '.0f')} |"
         )
     return lines
@@ -278,63 +382,120 @@ def published_table(env_id: str) -> list[str]:
     return lines
 
 
+def figure_grid(panels: int, columns: int, width: float, height: float) -> tuple[Figure, list]:
+    """A figure with `panels` axes in rows of `columns`; the axes beyond them hidden."""
+    columns = min(columns, panels)
+    fig = Figure(figsize=(width * columns, height * -(-panels // columns)))
+    axes = list(fig.subplots(-(-panels // columns), columns, squeeze=False).flat)
+    for ax in axes[panels:]:
+        ax.axis("off")
+    return fig, axes[:panels]
+
+
 def plot_curves(by_env: dict[str, list[Summary]], path: Path) -> None:
-    columns = min(3, len(by_env))
-    rows = -(-len(by_env) // columns)
-    fig = Figure(figsize=(6 * columns, 4.2 * rows))
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for ax, (env_id, summaries) in zip(axes.flat, by_env.items()):
+    fig, axes = figure_grid(len(by_env), 3, 6, 4.2)
+    for ax, (env_id, summaries) in zip(axes, by_env.items()):
         colours: dict[str, str] = {}
         for s in summaries:  # a dense twin: dashed, in the colour of its sparse configuration
             sparse = next((o.config for o in summaries if o.twin == s.config and o.config in colours), None)
             colours[s.config] = colours[sparse] if sparse else f"C{len(set(colours.values())) % 10}"
             is_twin = any(o.twin == s.config for o in summaries)
-            label = f"{s.config} ({s.seeds} seed{'s' if s.seeds > 1 else ''})"
+            label = f"{s.config} ({s.seeds} seed{'s' if s.seeds > 1 else ''}{'' if s.complete else ', in progress'})"
             ax.plot(s.curve_steps, s.curve_mean, color=colours[s.config], linestyle="--" if is_twin else "-", label=label)
             low, high = s.curve_mean - s.curve_std, s.curve_mean + s.curve_std
             ax.fill_between(s.curve_steps, low, high, color=colours[s.config], alpha=0.2, linewidth=0)
         ax.set(title=env_id, xlabel="environment steps", ylabel="eval return (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    for ax in list(axes.flat)[len(by_env) :]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def write_report(sweep_dir: Path) -> str:
-    runs, incomplete = load_sweep(sweep_dir)
-    if not runs:
-        raise SystemExit(f"error: no complete run in {sweep_dir}")
-    env_ids = list(dict.fromkeys(run.env_id for run in sorted(runs, key=lambda run: run.env_id)))
+def plot_buffer(runs: list[RunLog], path: Path) -> bool:
+    """RLx2's dynamic buffer: its capacity per seed against steps, the n-step on the right axis, one axis per env and
+    configuration that logs a capacity. False (and no figure) when none does."""
+    groups: dict[tuple[str, str], list[RunLog]] = {}
+    for run in runs:
+        if np.isfinite(run.evals["buffer_capacity"]).any():
+            groups.setdefault((run.env_id, run.config), []).append(run)
+    if not groups:
+        return False
+    fig, axes = figure_grid(len(groups), 2, 6.5, 4.2)
+    for ax, ((env_id, config), group) in zip(axes, sorted(groups.items())):
+        n_step = ax.twinx()
+        for i, run in enumerate(group):
+            ax.plot(run.evals["step"], run.evals["buffer_capacity"], color=f"C{i}", label=f"seed {run.seed}: capacity")
+            n_step.plot(run.evals["step"], run.evals["n_step"], color=f"C{i}", linestyle=":", label=f"seed {run.seed}: n-step")
+        ax.set(title=f"{config} on {env_id}", xlabel="environment steps", ylabel="buffer capacity (solid)")
+        top = np.nanmax(np.concatenate([run.evals["n_step"] for run in group]), initial=1) + 1
+        n_step.set(ylabel="n-step (dotted)", ylim=(0, top))
+        ax.set_ylim(bottom=0)  # both axes from 0: the two lines apart when both are constant
+        ax.grid(alpha=0.3)
+        ax.legend(handles=ax.get_lines() + n_step.get_lines(), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def write_report(data_dir: Path, out: Path | None = None) -> str:
+    """report.md, curves.png and buffer.png in `out` (default: `data_dir`), from its evals.csv and runs.csv alone."""
+    out = data_dir if out is None else out
+    runs = read_csvs(data_dir)
+    env_ids = sorted({run.env_id for run in runs if run.started})
+    if not env_ids:
+        raise SystemExit(f"error: no evaluation in {data_dir / 'evals.csv'}")
     by_env = {env_id: summarize_env([run for run in runs if run.env_id == env_id]) for env_id in env_ids}
+    out.mkdir(parents=True, exist_ok=True)
+    figures = "Learning curves: `curves.png`"
+    if plot_buffer(runs, out / "buffer.png"):
+        figures += "; RLx2's buffer capacity and n-step: `buffer.png`"
     lines = [
-        f"# Results of the sweep in `{sweep_dir}`",
+        "# Results of a sweep (reproduce/sweep.py)",
         "",
         "Ours: final return = each seed's mean of its last 10 evaluations, then mean ± std (population) over seeds. "
-        "Sparsity, FLOPs (relative to the dense network) and weights (no biases): the runs' last logged values, "
-        "mean over seeds. Steps to reach dense twin: first evaluation at which the seed-averaged score (mean of the "
-        "last up to 10 evaluations) reaches the twin's final return. SPS: median over seeds of each run's average. "
-        "Learning curves: `curves.png`.",
+        "% of dense twin: our final return over our dense twin's, both cut at the smaller of their steps (named in the "
+        "cell when it is not this row's). Sparsity, FLOPs (relative to the dense network) and weights (no biases): the "
+        "runs' last logged values, mean over seeds. Steps to reach dense twin: first evaluation at which the "
+        "seed-averaged score (mean of the last up to 10 evaluations) reaches the twin's final return (cut as for %). "
+        "SPS: median over seeds of each run's average. In progress: a run of the configuration is not complete; the "
+        "row holds its seeds with evaluations, each cut at the last step all of them reached.",
+        "",
+        f"{figures}. This page and the figures are made from `evals.csv` (every evaluation of every run) and "
+        "`runs.csv` (one row per run) alone: `python reproduce/report.py --from-csv DIR` makes them again.",
     ]
     for env_id, summaries in by_env.items():
         lines += ["", f"## {env_id}", "", *env_table(summaries), "", *published_table(env_id)]
+    incomplete = [run for run in runs if not run.complete]
     if incomplete:
-        lines += ["", f"Not included, without `done.json` (running, failed or interrupted): {len(incomplete)} runs"]
-        lines += [f"- `{run_dir.relative_to(sweep_dir)}`" for run_dir in incomplete]
+        lines += ["", f"Not complete (no `done.json`: running, failed, interrupted or not started): {len(incomplete)} "
+                  f"of {len(runs)} runs"]  # fmt: skip
+        for run in incomplete:
+            budget = "" if run.total_timesteps is None else f" of {run.total_timesteps:,}"
+            reached = f"evaluated up to step {run.evals['step'][-1]:,}{budget}" if run.started else "no evaluation yet"
+            lines.append(f"- `{run.name}`: {reached}")
     report = "\n".join(lines) + "\n"
-    (sweep_dir / "report.md").write_text(report)
-    plot_curves(by_env, sweep_dir / "curves.png")
+    (out / "report.md").write_text(report)
+    plot_curves(by_env, out / "curves.png")
     return report
 
 
 @dataclass
 class Args:
-    sweep_dir: str = "results"
-    """the --out directory of reproduce/sweep.py; report.md and curves.png are written there"""
+    sweep_dir: str | None = None
+    """the --out directory of reproduce/sweep.py: its runs' TensorBoard logs are read into evals.csv and runs.csv"""
+    from_csv: str | None = None
+    """instead of --sweep-dir: a directory holding evals.csv and runs.csv; the report is made from them alone"""
+    out: str | None = None
+    """where the CSV files (with --sweep-dir), report.md and the figures go; default: the directory read"""
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args, description=__doc__)
-    print(write_report(Path(args.sweep_dir)))
-    print(f"written: {Path(args.sweep_dir) / 'report.md'}, {Path(args.sweep_dir) / 'curves.png'}")
+    if (args.sweep_dir is None) == (args.from_csv is None):
+        raise SystemExit("error: give either --sweep-dir or --from-csv")
+    if args.sweep_dir is not None:
+        write_csvs(Path(args.sweep_dir), Path(args.out or args.sweep_dir))
+    data_dir = Path(args.from_csv or args.out or args.sweep_dir)
+    out = Path(args.out or data_dir)
+    print(write_report(data_dir, out))
+    print(f"written to {out}: report.md and the figures" + (", from evals.csv and runs.csv" if args.sweep_dir else ""))

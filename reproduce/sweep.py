@@ -51,6 +51,7 @@ class Preset:
     twins: tuple[str, ...]
     env_ids: tuple[str, ...]
     seeds: tuple[int, ...]
+    only_on: tuple[str, ...] = ()  # `CONFIG=ENV,ENV`: a configuration that runs on these of `env_ids` only
 
 
 PRESETS = {
@@ -76,10 +77,14 @@ PRESETS = {
             "--n-step 1 --no-dynamic-buffer",
             "ds-sac=sparse_sac.py --total-timesteps 200000",
             "sac=sparse_sac.py --total-timesteps 200000 --sparsity 0",
+            "rlx2-sac=rlx2_sac.py --total-timesteps 500000 --sparse-backend kernel --no-cuda",
+            "rlx2-sac-dense=rlx2_sac.py --total-timesteps 500000 --actor-sparsity 0 --critic-sparsity 0 --topology static "
+            "--n-step 1 --no-dynamic-buffer",
         ),
-        twins=("rlx2=rlx2-dense", "ds-sac=sac"),
+        twins=("rlx2=rlx2-dense", "ds-sac=sac", "rlx2-sac=rlx2-sac-dense"),
         env_ids=("HalfCheetah-v4", "Hopper-v4"),
         seeds=(1, 2, 3),
+        only_on=("rlx2-sac=Hopper-v4", "rlx2-sac-dense=Hopper-v4"),
     ),
 }
 
@@ -160,6 +165,7 @@ def plan(args: Args) -> list[Run]:
     configs = parse_pairs(args.config or preset.configs, "configuration")
     twins = parse_pairs(args.twins or (() if args.config else preset.twins), "twin")  # the preset's fit its configs
     env_ids, seeds = args.env_ids or preset.env_ids, args.seeds or preset.seeds
+    only_on = parse_pairs(() if args.config else preset.only_on, "only-on")  # the preset's restrictions fit its configs
     if not configs or not env_ids or not seeds:
         raise SystemExit("error: give --preset, or --config, --env-ids and --seeds")
     for sparse, dense in twins.items():
@@ -175,6 +181,8 @@ def plan(args: Args) -> list[Run]:
     for seed in dict.fromkeys(seeds):
         for env_id in dict.fromkeys(env_ids):
             for config, (script, *script_args) in commands.items():
+                if config in only_on and env_id not in only_on[config].split(","):
+                    continue
                 argv = (script, *script_args, "--env-id", env_id, "--seed", str(seed), *common)
                 runs.append(Run(config, env_id, seed, argv, twins.get(config)))
     return runs

@@ -1,8 +1,11 @@
 """The reproduction harness: the sweep runner (dedup, failures, resume, Ctrl-C, submitit) and the report (exact
-numbers on synthetic TensorBoard logs), and one end-to-end pass of the first reproduction's preset at a tiny budget."""
+numbers on synthetic TensorBoard logs, its CSV data, the page re-made from that data alone, runs in progress), and one
+end-to-end pass of the first reproduction's preset at a tiny budget."""
 
+import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from reproduce import report, sweep
 
-SWEEP = str(ROOT / "reproduce" / "sweep.py")
+SWEEP, REPORT = str(ROOT / "reproduce" / "sweep.py"), str(ROOT / "reproduce" / "report.py")
 
 # A stand-in for a training script: records its call, fails while a flag file exists, or sleeps until SIGTERM, then
 # (like the real scripts) saves a state in its run directory and exits 143; `--resume` finishes the run; `--short`
@@ -170,20 +173,28 @@ def test_sweep_through_submitit_local_executor(tmp_path, fake):
 
 
 def write_run(sweep_dir, config, env_id, seed, twin, evals, tags, done=True):
-    """A run directory as the sweep leaves it, with a TensorBoard log of known values."""
+    """A run directory as the sweep leaves it, with a TensorBoard log of known values: `evals` {step: return}, `tags`
+    {tag: values at steps 0, 1000, 2000, ... or {step: value}}; `evals` None: a run that has not started."""
     run_dir = sweep_dir / config / env_id / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    spec = {"config": config, "env_id": env_id, "seed": seed, "twin": twin, "argv": ["x.py"]}
+    spec = {"config": config, "env_id": env_id, "seed": seed, "twin": twin, "argv": ["x.py", "--total-timesteps", "50000"]}
     (run_dir / "run.json").write_text(json.dumps(spec))
+    if evals is None:
+        return
     writer = SummaryWriter(str(run_dir / "runs" / f"{env_id}__x__{seed}__0"))
     for step, value in evals.items():
         writer.add_scalar("eval/episodic_return", value, step)
     for tag, values in tags.items():
-        for i, value in enumerate(values):
-            writer.add_scalar(tag, value, 1000 * i)
+        for step, value in values.items() if isinstance(values, dict) else zip(range(0, 10**9, 1000), values):
+            writer.add_scalar(tag, value, step)
     writer.close()
     if done:
         (run_dir / "done.json").write_text("{}")
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.reader(file))
 
 
 def test_report_numbers_on_synthetic_logs(tmp_path):
@@ -199,12 +210,11 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
         # dense twin: finals 77.5 and 83.5
         write_run(tmp_path, "dense", "Hopper-v4", seed, None, {s: s / 200 + 0.6 * offset for s in steps}, dense_tags)
         write_run(tmp_path, "slow", "Hopper-v4", seed, "dense", {s: 10.0 for s in steps}, sparse_tags)
-    write_run(tmp_path, "sparse", "Hopper-v4", 3, "dense", {s: 1e6 for s in steps}, sparse_tags, done=False)
 
+    report.write_csvs(tmp_path, tmp_path)
     text = report.write_report(tmp_path)
 
-    runs, incomplete = report.load_sweep(tmp_path)
-    summaries = {s.config: s for s in report.summarize_env(runs)}
+    summaries = {s.config: s for s in report.summarize_env(report.read_csvs(tmp_path))}
     sparse, dense = summaries["sparse"], summaries["dense"]
     assert (sparse.final_mean, sparse.final_std, dense.final_mean, dense.final_std) == pytest.approx((160, 5, 80.5, 3))
     assert sparse.percent_of_twin == pytest.approx(100 * 160 / 80.5)
@@ -213,12 +223,11 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
     np.testing.assert_allclose(sparse.curve_mean, [s / 100 + 5 for s in steps])
     np.testing.assert_allclose(sparse.curve_std, 5)
     assert sparse.last["charts/SPS"] == 110  # median over seeds of each run's last SPS
-    assert [run_dir.name for run_dir in incomplete] == ["seed3"]
 
     assert "| sparse | dense | 2 | 20,000 | 160.0 ± 5.0 | 198.8% | 50.0% | 60.0% | 0.450x | 0.500x | 1,001 + 3,000 | 13,000 (65%) | 110 |" in text  # fmt: skip
     assert "| dense | — | 2 | 20,000 | 80.5 ± 3.0 | — | 0.0% | 0.0% | 1.000x | 1.000x | 2,000 + 6,000 | — | — |" in text
     assert "| slow | dense | 2 | 20,000 | 10.0 ± 0.0 | 12.4% |" in text and "| not reached |" in text
-    assert "- `sparse/Hopper-v4/seed3`" in text  # listed as not included
+    assert "in progress" not in text and "Not complete" not in text
     # the published numbers for Hopper, labelled as theirs, with budget, env version and seeds
     assert "Published (theirs, not ours" in text
     assert "| Sokar et al., IJCAI 2022 | DS-TD3 | ~50% overall | 3587 ± 71 | 164.2% | 1M steps | Hopper-v3 (gym) | 5 |" in text
@@ -226,6 +235,67 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
     assert (tmp_path / "report.md").read_text() == text
     image = imread(tmp_path / "curves.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+    assert not (tmp_path / "buffer.png").exists()  # no run logs a buffer capacity
+
+
+def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone(tmp_path):
+    """evals.csv: one row per evaluation, with the value each logged quantity had then; runs.csv: one row per run,
+    started or not. The page made from them alone is the page made from the sweep; runs not complete are in progress."""
+    sweep_dir, data = tmp_path / "sweep", tmp_path / "data"
+    steps = range(0, 50_001, 5000)  # 11 evaluations
+    n_step, capacity = {1000: 1, 30_000: 2, 40_000: 3}, {10_000: 1e6, 20_000: 1e6, 30_000: 5e5, 40_000: 2.5e5, 50_000: 2.5e5}
+    rlx2_tags = {
+        "sparse/actor_density": [0.1],
+        "sparse/critic_density": [0.2],
+        "charts/n_step": n_step,
+        "buffer/capacity": capacity,
+    }
+    for seed in (1, 2, 3):  # rlx2: returns step / 100, final (last 10 evaluations) 275
+        write_run(sweep_dir, "rlx2", "Hopper-v4", seed, "rlx2-dense", {s: s / 100 for s in steps}, rlx2_tags)
+    dense_tags = {"sparse/actor_density": [1.0], "sparse/critic_density": [1.0], "charts/n_step": {1000: 1}}
+    write_run(sweep_dir, "rlx2-dense", "Hopper-v4", 1, None, {s: s / 250 for s in steps}, dense_tags)
+    # seed 2 stopped (or still running) at step 25k, seed 3 not started
+    write_run(sweep_dir, "rlx2-dense", "Hopper-v4", 2, None, {s: s / 250 + 10 for s in steps[:6]}, dense_tags, done=False)
+    write_run(sweep_dir, "rlx2-dense", "Hopper-v4", 3, None, None, {})
+
+    report.write_csvs(sweep_dir, data)
+    evals, runs = read_csv(data / "evals.csv"), read_csv(data / "runs.csv")
+    assert ",".join(evals[0]) == "config,env_id,seed,step,eval_return,sparsity_actor,sparsity_critic,n_step,buffer_capacity"
+    assert len(evals) == 1 + 3 * 11 + 11 + 6
+    rlx2 = [row[3:] for row in evals if row[:3] == ["rlx2", "Hopper-v4", "2"]]
+    # each quantity as last logged at or before the evaluation (n-step from step 1000, capacity from 10k: the first)
+    assert [row[0] for row in rlx2] == [str(s) for s in steps] and rlx2[3][1] == "150"
+    assert {(row[2], row[3]) for row in rlx2} == {("0.9", "0.8")}
+    assert [row[4] for row in rlx2] == ["1", "1", "1", "1", "1", "1", "2", "2", "3", "3", "3"]
+    assert [row[5] for row in rlx2] == ["1000000"] * 6 + ["500000"] * 2 + ["250000"] * 3
+    dense = [row[3:] for row in evals if row[:3] == ["rlx2-dense", "Hopper-v4", "2"]]
+    assert dense[-1] == ["25000", "110", "0", "0", "1", ""]  # no buffer capacity logged: an empty cell
+    assert [",".join(row[:6]) for row in runs] == [
+        "config,env_id,seed,twin,complete,total_timesteps",
+        *(f"rlx2,Hopper-v4,{seed},rlx2-dense,True,50000" for seed in (1, 2, 3)),
+        "rlx2-dense,Hopper-v4,1,,True,50000",
+        "rlx2-dense,Hopper-v4,2,,False,50000",
+        "rlx2-dense,Hopper-v4,3,,False,50000",  # not started: a row all the same
+    ]
+    assert runs[1][runs[0].index("sparse/actor_density")] == "0.1" and runs[-1][6:] == [""] * 7
+
+    text = report.write_report(data)
+    # the twin has evaluations to 25k on both its seeds: compared there (rlx2 125 over the twin's (50 + 60) / 2)
+    assert "| rlx2 | rlx2-dense | 3 | 50,000 | 275.0 ± 0.0 | 227.3% (at 25,000) | 90.0% | 80.0% |" in text
+    assert "| 15,000 (60%) |" in text  # rlx2's trailing mean (0, 25, 50, 75) passes 55 at 15k
+    assert "| rlx2-dense | — | in progress: 2 of 3 seeds at step 25,000 | 25,000 | 55.0 ± 5.0 | — | 0.0% | 0.0% |" in text
+    assert "Not complete (no `done.json`: running, failed, interrupted or not started): 2 of 6 runs" in text
+    assert "- `rlx2-dense/Hopper-v4/seed2`: evaluated up to step 25,000 of 50,000" in text
+    assert "- `rlx2-dense/Hopper-v4/seed3`: no evaluation yet" in text
+    assert imread(data / "buffer.png").std() > 0 and imread(data / "curves.png").std() > 0
+
+    shutil.rmtree(sweep_dir)  # the logs are gone: the CSV files alone make the same page, here and from the command line
+    for path in ("report.md", "curves.png", "buffer.png"):
+        (data / path).unlink()
+    assert report.write_report(data) == text and (data / "curves.png").exists() and (data / "buffer.png").exists()
+    command = [sys.executable, REPORT, "--from-csv", str(data), "--out", str(tmp_path / "again")]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
+    assert (tmp_path / "again" / "report.md").read_text() == text
 
 
 def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
@@ -234,6 +304,7 @@ def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     argv = ["--preset", "first-reproduction", "--env-ids", "HalfCheetah-v4", "--seeds", "1", "--total-timesteps", "300",
             "--extra-args=--learning-starts 100 --eval-frequency 150 --eval-episodes 1", "--workers", "2", "--out", str(out)]  # fmt: skip
     assert sweep.main(argv) == 0
+    report.write_csvs(out, out)
     text = report.write_report(out)
     rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
     assert rows["ds-td3"][1] == "td3" and rows["rlx2"][1] == "rlx2-dense"
@@ -244,8 +315,23 @@ def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     assert float(rows["ds-td3"][8].removesuffix("x")) == pytest.approx(0.5, abs=0.05)
     assert rows["td3"][10] == "71,424 + 143,360" and rows["ds-td3"][12] != "—"
     assert (out / "curves.png").stat().st_size > 0
+    evals = {(row[0], row[3]): row for row in read_csv(out / "evals.csv")}
+    assert [float(cell) for cell in evals["rlx2", "300"][5:8]] == pytest.approx([0.9, 0.85, 1], abs=1e-3)
+    assert evals["td3", "300"][7:] == ["", ""]  # n-step: RLx2's; buffer capacity: checked every 10k steps
 
 
 def test_sweep_rejects_an_unknown_preset():
     with pytest.raises(SystemExit, match="unknown preset"):
         sweep.main(["--preset", "nope"])
+
+
+def test_long_results_plan_is_seed_major_with_rlx2_sac_on_hopper_only():
+    runs = sweep.plan(sweep.Args(preset="long-results"))
+    names = [run.name for run in runs]
+    assert len(names) == 3 * (2 * 4 + 2)  # seeds x (two envs x four configurations + RLx2-SAC's two on Hopper)
+    assert names[:4] == [f"{c}/HalfCheetah-v4/seed1" for c in ("rlx2", "rlx2-dense", "ds-sac", "sac")]
+    assert not any(name.startswith("rlx2-sac") and "HalfCheetah" in name for name in names)
+    assert {run.twin for run in runs if run.config == "rlx2-sac"} == {"rlx2-sac-dense"}
+    # with configurations of one's own, the preset's restriction goes too
+    own = sweep.plan(sweep.Args(preset="long-results", config=("rlx2-sac=rlx2_sac.py",), seeds=(1,)))
+    assert [run.name for run in own] == ["rlx2-sac/HalfCheetah-v4/seed1", "rlx2-sac/Hopper-v4/seed1"]
