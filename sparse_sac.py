@@ -2,6 +2,8 @@
 # paper's appendix. Its authors released no SAC code; every choice the appendix leaves open is named in a comment here.
 # SAC whose actor and critics are sparse from scratch (Erdos-Renyi masks on the first two layers) and change topology
 # during training (SET: drop the weights closest to zero, regrow at random).
+import glob
+import importlib.util
 import json
 import math
 import os
@@ -57,6 +59,13 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, cuda will be enabled when available"""
+    track: bool = False
+    """if toggled, the run is also logged to Weights and Biases (`pip install wandb`): the TensorBoard log, the
+    arguments, this script and the video"""
+    wandb_project_name: str = "sparse-rl"
+    """with --track: the W&B project the run is logged to"""
+    wandb_entity: str | None = None
+    """with --track: the W&B user or team owning the project (None: your default entity)"""
     capture_video: bool = False
     """whether to record one evaluation episode of the final policy (`videos/{run_name}`)"""
     save_model: bool = False
@@ -158,6 +167,10 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit(f"error: --er-epsilons must be positive, got {args.er_epsilons}")
     if args.resume and args.eval_checkpoint:
         raise SystemExit("error: give --resume or --eval-checkpoint, not both")
+    if args.track and args.eval_checkpoint:
+        raise SystemExit("error: --track logs a training run; --eval-checkpoint only prints a return")
+    if args.track and importlib.util.find_spec("wandb") is None:
+        raise SystemExit("error: --track needs wandb: pip install wandb")
     for name, value in vars(args).items():
         if isinstance(value, float) and math.isnan(value):
             raise SystemExit(f"error: --{name.replace('_', '-')} is nan")
@@ -449,6 +462,20 @@ if __name__ == "__main__":
     # nothing is written before the arguments are checked; a resumed run continues in its own directory
     run_dir = args.resume or make_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     run_name = os.path.basename(os.path.normpath(run_dir))
+    wandb_run_id = state.get("wandb_run_id") if args.resume else None  # a resumed run goes on in its W&B run
+    if args.track:
+        import wandb
+
+        wandb_run_id = wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,  # before the SummaryWriter is made: W&B mirrors everything it writes
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+            id=wandb_run_id,  # None: a new W&B run
+            resume="allow",
+        ).id
     # events a resumed run logged after its saved step (before it stopped) are dropped
     writer = SummaryWriter(run_dir, purge_step=state["global_step"] + 1 if args.resume else None)
     if not args.resume:
@@ -637,6 +664,7 @@ if __name__ == "__main__":
                         "last_return": last_return,
                         "rng": rng_state(env),
                         "env_rng": reset_rng,
+                        "wandb_run_id": wandb_run_id,
                     },
                 )
                 if stop.signal:
@@ -653,5 +681,8 @@ if __name__ == "__main__":
             evaluate(
                 actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
             )
+            if args.track:  # not monitor_gym: it breaks on gymnasium 1.x's RecordVideo (wandb/wandb#9947)
+                for path in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
+                    wandb.log({"videos": wandb.Video(path)})
         env.close()
         writer.close()

@@ -19,6 +19,9 @@ STATE_VERSION = 1  # bump when the state's layout changes: an older state is the
 STATE_FILE = "state.pt"
 # flags that may differ from the saved ones on --resume: they change what is written, not the run's result
 RESUME_FREE = ("resume", "save_model", "capture_video", "checkpoint_frequency")
+# W&B tracking (`--track`) changes no result either, but a resumed run keeps its own unless the flag is given: a Slurm
+# requeue resumes with --resume alone, and the run goes on logging to its W&B run (WANDB_MODE=disabled turns it off)
+RESUME_KEPT = ("track", "wandb_project_name", "wandb_entity")
 
 
 class StopRequest:
@@ -119,17 +122,24 @@ def load_file(path: str, script: str, what: str) -> dict:
 
 
 def resumed_args(given, saved: dict):
-    """The saved arguments of a run, with the flags that change only what is written (`RESUME_FREE`) taken from the
-    command line. A flag given beside --resume that would change the run's result is a one-line error."""
+    """The saved arguments of a run, with the flags that change only what is written taken from the command line
+    (`RESUME_FREE`) or, for `RESUME_KEPT`, from the command line where given. A flag given beside --resume that would
+    change the run's result is a one-line error. A state saved before one of these flags existed resumes with its
+    default."""
     defaults = type(given)()
     fields = {f.name for f in dataclasses.fields(given)}
-    if set(saved) != fields:
+    result_free = fields & {*RESUME_FREE, *RESUME_KEPT}
+    if set(saved) - fields or fields - result_free - set(saved):
         raise SystemExit(f"error: {given.resume} was saved by another version of this script (arguments differ)")
-    for name in sorted(fields - set(RESUME_FREE)):
+    saved = {**{name: getattr(defaults, name) for name in result_free}, **saved}
+    for name in sorted(fields - result_free):
         value = getattr(given, name)
         if value != getattr(defaults, name) and value != saved[name]:
             raise SystemExit(
                 f"error: --{name.replace('_', '-')} {value} differs from the resumed run's {saved[name]}: a resumed run "
                 "keeps its own arguments"
             )
-    return dataclasses.replace(type(given)(**saved), **{name: getattr(given, name) for name in RESUME_FREE})
+    from_command_line = [
+        name for name in result_free if name in RESUME_FREE or getattr(given, name) != getattr(defaults, name)
+    ]
+    return dataclasses.replace(type(given)(**saved), **{name: getattr(given, name) for name in from_command_line})
