@@ -1,11 +1,13 @@
 """Exported sparse actor vs the torch dense actor at batch 1: latency per action and file size.
 
-    python benchmarks/export_actor.py [--checkpoint runs/<run>/rlx2_td3.pt]
+    python benchmarks/export_actor.py [--script rlx2_sac.py] [--checkpoint runs/<run>/rlx2_td3.pt]
 
-Without a checkpoint it makes one: rlx2_td3.py at the HalfCheetah preset (90% actor sparsity), 2 steps. Latency
-does not depend on the weights' values, only on the masks, which have the preset's densities from the start."""
+Without a checkpoint it makes one: `--script` (rlx2_td3.py or rlx2_sac.py) at the HalfCheetah preset (90% actor
+sparsity), 2 steps. Latency does not depend on the weights' values, only on the masks, which have the preset's
+densities from the start. The torch actor is timed on its deterministic action (rlx2_sac.py: the mean action)."""
 
 import argparse
+import importlib
 import os
 import statistics
 import subprocess
@@ -23,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common.export import export_actor  # noqa: E402
 from common.sparse_policy import SparsePolicy  # noqa: E402
-from rlx2_td3 import Actor  # noqa: E402
 
 
 def per_call_us(act, observations, rounds=7) -> float:
@@ -40,19 +41,20 @@ def per_call_us(act, observations, rounds=7) -> float:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint", help="an rlx2_td3.py or sparse_td3.py checkpoint (default: make one)")
+    parser.add_argument("--checkpoint", help="an rlx2_td3.py, rlx2_sac.py or sparse_td3.py checkpoint (default: make one)")
+    parser.add_argument("--script", default="rlx2_td3.py", choices=("rlx2_td3.py", "rlx2_sac.py"), help="without --checkpoint")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the fastest at batch 1 here)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     workdir = tempfile.mkdtemp()
     checkpoint = args.checkpoint
     if checkpoint is None:
-        subprocess.run([sys.executable, str(ROOT / "rlx2_td3.py"), "--total-timesteps", "2", "--learning-starts", "1",
+        subprocess.run([sys.executable, str(ROOT / args.script), "--total-timesteps", "2", "--learning-starts", "1",
                         "--eval-episodes", "1", "--save-model"], cwd=workdir, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        checkpoint = glob(f"{workdir}/runs/*/rlx2_td3.pt")[0]
+        checkpoint = glob(f"{workdir}/runs/*/{args.script[:-3]}.pt")[0]
     state = torch.load(checkpoint, weights_only=True)
     env = gym.make(state["args"]["env_id"])
-    actor = Actor(env)
+    actor = importlib.import_module(state["script"]).Actor(env)
     actor.load_state_dict(state["actor"])  # the dense twin's cost: same shapes, no masks
     torch.save(actor.state_dict(), f"{workdir}/actor.pt")
     export_actor(checkpoint, f"{workdir}/actor.npz")
@@ -62,7 +64,7 @@ def main():
 
     @torch.no_grad()
     def torch_act(obs):
-        return actor(torch.as_tensor(obs)[None])[0].numpy()
+        return getattr(actor, "mean_action", actor)(torch.as_tensor(obs)[None])[0].numpy()
 
     torch_us, sparse_us = per_call_us(torch_act, observations), per_call_us(policy, observations)
     numpy_us = per_call_us(numpy_policy, observations)
