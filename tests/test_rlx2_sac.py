@@ -114,6 +114,11 @@ def test_smoke_hopper_reaches_rigl_nstep_alpha_and_buffer(run_script):
     loaded = g["load_actor"](f"{run_dir}/rlx2_sac.pt", g["env"], g["device"])
     final_eval = logged["eval/episodic_return"][-1]
     assert g["evaluate"](loaded, "Hopper-v4", 1, 101, g["device"]) == pytest.approx([final_eval], rel=1e-4)
+    with pytest.raises(SystemExit) as exit_info:  # the eval-only path
+        run_script(
+            "rlx2_sac.py", "--env-id", "Hopper-v4", "--eval-checkpoint", f"{run_dir}/rlx2_sac.pt", "--eval-episodes", "1"
+        )
+    assert exit_info.value.code == 0
 
 
 def test_critic_score_holds_the_previous_actor_loss_gradient(run_script, monkeypatch):
