@@ -625,7 +625,7 @@ if __name__ == "__main__":
         alpha = log_alpha.exp().item() if args.autotune else args.alpha
         rb.load_state_dict(state["buffer"])
         global_step, eval_means, last_return = state["global_step"], state["eval_means"], state["last_return"]
-        actor_loss_critic_grads = list(state["actor_loss_critic_grads"])
+        actor_loss_critic_grads = [grad.to(device) for grad in state["actor_loss_critic_grads"]]  # read on the CPU
         set_rng_state(state["rng"], env, state["env_rng"])
         obs, _ = env.reset()  # the reset that began the next episode, from the same generator state
         print(f"{run_dir}: resumed at step {global_step}", flush=True)
