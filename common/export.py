@@ -27,9 +27,9 @@ def export_actor(checkpoint_path: str, out_path: str) -> dict[str, np.ndarray]:
     arrays = {"action_scale": state["action_scale"].numpy(), "action_bias": state["action_bias"].numpy()}
     actions = len(arrays["action_scale"])  # the output's first rows: all of them, or the mean above a fused log-std
     for i, name in enumerate((*HIDDEN, output)):
-        rows = actions if name == output else None
-        weight = (state[f"{name}.weight"] * masks.get(f"{name}.weight", 1))[:rows]
-        arrays[f"layer{i}.bias"] = state[f"{name}.bias"][:rows].numpy()
+        kept = actions if name == output else None
+        weight = (state[f"{name}.weight"] * masks.get(f"{name}.weight", 1))[:kept]
+        arrays[f"layer{i}.bias"] = state[f"{name}.bias"][:kept].numpy()
         rows, cols = weight.nonzero(as_tuple=True)
         csr_bytes = len(rows) * (4 + np.dtype(smallest_uint(weight.shape[1] - 1)).itemsize) + 2 * (weight.shape[0] + 1)
         if csr_bytes < 4 * weight.numel():
