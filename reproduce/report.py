@@ -18,7 +18,8 @@ second re-makes the report from the CSV files alone (what a repository keeps ins
   is dashed, in the colour of its sparse configuration;
 - `buffer.png`, only when some run logs a buffer capacity: that capacity per seed against steps and, on the right
   axis, the n-step of its targets; one axis per env and configuration;
-- `report.md`: per env, a table of our runs and, below it, the published numbers (theirs, copied from the papers,
+- `report.md`: per env, a table of our runs, our sparse runs' % of their dense twins over training and, below them,
+  the published numbers (theirs, copied from the papers,
   with their budget, env version and seeds).
 
 Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
@@ -31,6 +32,9 @@ of them reached (the table's steps):
 - sparsity, FLOPs, weights: the last value the run logged (`sparse/*`), averaged over seeds; FLOPs are relative to
   the dense twin of the same network (training: one env step + training iteration; inference: one action);
   weights count weight matrices only (no biases), as the papers do;
+- % of dense twin over training: the same % with both cut at 1/4, 1/2 and 3/4 of that step (each cell names the last
+  evaluation step before the cut), and at it; beside it the paper's % of dense for the method on the env (PAPER_METHOD
+  names the method of a config) and ours minus it, in points;
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
   evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
@@ -133,6 +137,7 @@ PUBLISHED = [
     Published(RLX2, "Ant", "SET", "96% / 88%", None, None, 63),
     Published(RLX2, "Ant", "RigL", "96% / 88%", None, None, 69),
 ]
+PAPER_METHOD = {"ds-td3": "DS-TD3", "ds-sac": "DS-SAC", "rlx2": "RLx2"}  # a preset's config: its method above
 
 
 @dataclass
@@ -173,6 +178,7 @@ class Summary:
     compared_at: int | None = None  # the smaller of this configuration's and its twin's steps
     percent_of_twin: float | None = None  # None without a twin, or when its final return is not positive
     steps_to_twin: int | None = None
+    percent_over_training: list[tuple[int, float | None]] | None = None  # (step, % of twin) at 1/4, 1/2, 3/4, all
 
 
 def value_at(events: list, steps: np.ndarray) -> np.ndarray:
@@ -313,12 +319,24 @@ def summarize_env(runs: list[RunLog]) -> list[Summary]:
         if summary.twin not in summaries:
             continue
         at = min(summary.steps, summaries[summary.twin].steps)
-        own, twin = (s if s.steps == at else summarize(by_config[s.config], at) for s in (summary, summaries[summary.twin]))
+        own, twin = (summarize(by_config[config], at) for config in (summary.config, summary.twin))
         summary.twin_final, summary.compared_at = twin.final_mean, at
-        summary.percent_of_twin = None if twin.final_mean <= 0 else 100 * own.final_mean / twin.final_mean
+        summary.percent_of_twin = percent(own, twin)
         reached = np.flatnonzero(trailing_mean(own.curve_mean, FINAL_EVALS) >= twin.final_mean)
         summary.steps_to_twin = int(own.curve_steps[reached[0]]) if len(reached) else None
+        summary.percent_over_training = []
+        for until in (at // 4, at // 2, 3 * at // 4):
+            groups = [by_config[config] for config in (summary.config, summary.twin)]
+            if all(run.evals["step"][0] <= until for group in groups for run in group if run.started):
+                own, twin = (summarize(group, until) for group in groups)
+                summary.percent_over_training.append((own.steps, percent(own, twin)))
+        summary.percent_over_training.append((at, summary.percent_of_twin))
     return [summaries[config] for config in dict.fromkeys(order)]
+
+
+def percent(own: Summary, twin: Summary) -> float | None:
+    """Our final return over the dense twin's, x 100; None when the twin's is not positive."""
+    return None if twin.final_mean <= 0 else 100 * own.final_mean / twin.final_mean
 
 
 def fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -357,11 +375,45 @@ def env_table(summaries: list[Summary]) -> list[str]:
     return lines
 
 
+def published_percent(row: Published) -> float | None:
+    """A published row's % of dense: as published (RLx2), else its return over its paper's dense return on the env."""
+    if row.percent_of_dense is not None or row.sparsity == "dense":
+        return row.percent_of_dense
+    dense = next(o.final_return for o in PUBLISHED if (o.paper, o.env, o.sparsity) == (row.paper, row.env, "dense"))
+    return 100 * row.final_return / dense
+
+
+def gap_table(env_id: str, summaries: list[Summary]) -> list[str]:
+    """Each sparse configuration's % of its dense twin at 1/4, 1/2, 3/4 and all of the steps both reached, and the
+    paper's % of dense for the method, where the paper gives one for the env."""
+    rows = [s for s in summaries if s.percent_over_training]
+    if not rows:
+        return []
+    lines = [
+        "% of dense twin over training (each cell: both cut at the step in brackets, scored as in the table above), "
+        "and the paper's % of dense for the same method and env (their budget, not ours).",
+        "",
+        "| config | dense twin | at 1/4 | at 1/2 | at 3/4 | at the end | the paper's % of dense | ours minus the paper's |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in rows:
+        cells = [f"{fmt(value, '.1f', '%')} ({step:,})" for step, value in s.percent_over_training]
+        cells = ["—"] * (4 - len(cells)) + cells  # a quarter before the first evaluation of a seed
+        key = (PAPER_METHOD.get(s.config), env_id.split("-")[0])
+        published = next((row for row in PUBLISHED if (row.method, row.env) == key), None)
+        paper, difference = "—", "—"
+        if published is not None and (theirs := published_percent(published)) is not None:
+            paper = f"{theirs:.1f}% ({published.paper.name}; budget: {published.paper.budget})"
+            if s.percent_of_twin is not None:
+                difference = f"{s.percent_of_twin - theirs:+.1f} points"
+        lines.append(f"| {s.config} | {s.twin} | {' | '.join(cells)} | {paper} | {difference} |")
+    return lines
+
+
 def published_table(env_id: str) -> list[str]:
     rows = [row for row in PUBLISHED if row.env == env_id.split("-")[0]]
     if not rows:
         return [f"No published numbers for {env_id} in the papers."]
-    dense = {row.paper: row.final_return for row in rows if row.sparsity == "dense"}
     lines = [
         "Published (theirs, not ours: copied from the papers; their budget, env version and seeds, not this sweep's).",
         "% of dense: as published for RLx2; for the others computed here from their returns.",
@@ -370,9 +422,7 @@ def published_table(env_id: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        percent = row.percent_of_dense
-        if percent is None and row.sparsity != "dense" and dense.get(row.paper):
-            percent = 100 * row.final_return / dense[row.paper]
+        percent = published_percent(row)
         final = fmt(row.final_return, "") + ("" if row.std is None else f" ± {row.std}")
         env = f"{row.env}{row.paper.env_version}" if row.paper.env_version else "not stated"
         lines.append(
@@ -464,7 +514,10 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         "`runs.csv` (one row per run) alone: `python reproduce/report.py --from-csv DIR` makes them again.",
     ]
     for env_id, summaries in by_env.items():
-        lines += ["", f"## {env_id}", "", *env_table(summaries), "", *published_table(env_id)]
+        lines += ["", f"## {env_id}", "", *env_table(summaries), ""]
+        if gaps := gap_table(env_id, summaries):
+            lines += [*gaps, ""]
+        lines += published_table(env_id)
     incomplete = [run for run in runs if not run.complete]
     if incomplete:
         lines += ["", f"Not complete (no `done.json`: running, failed, interrupted or not started): {len(incomplete)} "

@@ -227,11 +227,15 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
     assert "| sparse | dense | 2 | 20,000 | 160.0 ± 5.0 | 198.8% | 50.0% | 60.0% | 0.450x | 0.500x | 1,001 + 3,000 | 13,000 (65%) | 110 |" in text  # fmt: skip
     assert "| dense | — | 2 | 20,000 | 80.5 ± 3.0 | — | 0.0% | 0.0% | 1.000x | 1.000x | 2,000 + 6,000 | — | — |" in text
     assert "| slow | dense | 2 | 20,000 | 10.0 ± 0.0 | 12.4% |" in text and "| not reached |" in text
+    # % of the twin at each quarter of the steps (sparse 35, 60, 110 over dense 18, 30.5, 55.5); no paper for "sparse"
+    assert "| sparse | dense | 194.4% (5,000) | 196.7% (10,000) | 198.2% (15,000) | 198.8% (20,000) | — | — |" in text
     assert "in progress" not in text and "Not complete" not in text
     # the published numbers for Hopper, labelled as theirs, with budget, env version and seeds
     assert "Published (theirs, not ours" in text
     assert "| Sokar et al., IJCAI 2022 | DS-TD3 | ~50% overall | 3587 ± 71 | 164.2% | 1M steps | Hopper-v3 (gym) | 5 |" in text
     assert "| Tan et al., ICLR 2023 | RLx2 | 98% / 95% | — | 97.0% | 3M steps (its default) | not stated | 8 |" in text
+    ds_sac = next(row for row in report.PUBLISHED if (row.method, row.env) == ("DS-SAC", "HalfCheetah"))
+    assert report.published_percent(ds_sac) == pytest.approx(100 * 11084 / 11645)  # the appendix gives returns only
     assert (tmp_path / "report.md").read_text() == text
     image = imread(tmp_path / "curves.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
@@ -283,6 +287,10 @@ def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone
     # the twin has evaluations to 25k on both its seeds: compared there (rlx2 125 over the twin's (50 + 60) / 2)
     assert "| rlx2 | rlx2-dense | 3 | 50,000 | 275.0 ± 0.0 | 227.3% (at 25,000) | 90.0% | 80.0% |" in text
     assert "| 15,000 (60%) |" in text  # rlx2's trailing mean (0, 25, 50, 75) passes 55 at 15k
+    # over training, cut at 6,250 / 12,500 / 18,750 (their last evaluations: 5k / 10k / 15k): rlx2 25 / 50 / 75
+    # over the twin's 15 / 25 / 35; the paper's 97.0% for RLx2 on Hopper, and ours minus it
+    assert ("| rlx2 | rlx2-dense | 166.7% (5,000) | 200.0% (10,000) | 214.3% (15,000) | 227.3% (25,000) "
+            "| 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) | +130.3 points |") in text  # fmt: skip
     assert "| rlx2-dense | — | in progress: 2 of 3 seeds at step 25,000 | 25,000 | 55.0 ± 5.0 | — | 0.0% | 0.0% |" in text
     assert "Not complete (no `done.json`: running, failed, interrupted or not started): 2 of 6 runs" in text
     assert "- `rlx2-dense/Hopper-v4/seed2`: evaluated up to step 25,000 of 50,000" in text
@@ -298,6 +306,14 @@ def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone
     assert (tmp_path / "again" / "report.md").read_text() == text
 
 
+def test_the_committed_results_pages_are_made_from_their_committed_data(tmp_path):
+    """docs/results/*/report.md is what report.py makes from the evals.csv and runs.csv beside it, as it makes it now."""
+    data_dirs = sorted(path.parent for path in (ROOT / "docs" / "results").glob("*/evals.csv"))
+    assert data_dirs
+    for data in data_dirs:
+        assert report.write_report(data, tmp_path / data.name) == (data / "report.md").read_text(), data.name
+
+
 def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     """The preset's four commands are valid for the scripts, log every tag the report reads, and report together."""
     out = tmp_path / "out"
@@ -306,8 +322,12 @@ def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     assert sweep.main(argv) == 0
     report.write_csvs(out, out)
     text = report.write_report(out)
-    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    rows: dict[str, list[str]] = {}  # each config's first row: our table (its % over training follows)
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].removeprefix("| "), line.split(" | "))
     assert rows["ds-td3"][1] == "td3" and rows["rlx2"][1] == "rlx2-dense"
+    assert "| 102.8% (Sokar et al., IJCAI 2022; budget: 1M steps) |" in text  # DS-TD3's, beside ds-td3 over training
     assert rows["ds-td3"][3] == "300" and rows["ds-td3"][11] != "—"  # compared with its twin
     assert rows["rlx2"][6:8] == ["90.0%", "85.0%"]  # the paper's HalfCheetah sparsity
     for dense in ("td3", "rlx2-dense"):
