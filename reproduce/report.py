@@ -19,8 +19,7 @@ second re-makes the report from the CSV files alone (what a repository keeps ins
 - `buffer.png`, only when some run logs a buffer capacity: that capacity per seed against steps and, on the right
   axis, the n-step of its targets; one axis per env and configuration;
 - `report.md`: per env, a table of our runs, our sparse runs' % of their dense twins over training and, below them,
-  the published numbers (theirs, copied from the papers,
-  with their budget, env version and seeds).
+  the published numbers (theirs, copied from the papers, with their budget, env version and seeds).
 
 Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
 of them reached (the table's steps):
@@ -321,20 +320,20 @@ def summarize_env(runs: list[RunLog]) -> list[Summary]:
         at = min(summary.steps, summaries[summary.twin].steps)
         own, twin = (summarize(by_config[config], at) for config in (summary.config, summary.twin))
         summary.twin_final, summary.compared_at = twin.final_mean, at
-        summary.percent_of_twin = percent(own, twin)
+        summary.percent_of_twin = percent_of(own, twin)
         reached = np.flatnonzero(trailing_mean(own.curve_mean, FINAL_EVALS) >= twin.final_mean)
         summary.steps_to_twin = int(own.curve_steps[reached[0]]) if len(reached) else None
         summary.percent_over_training = []
+        groups = [by_config[config] for config in (summary.config, summary.twin)]
         for until in (at // 4, at // 2, 3 * at // 4):
-            groups = [by_config[config] for config in (summary.config, summary.twin)]
             if all(run.evals["step"][0] <= until for group in groups for run in group if run.started):
                 own, twin = (summarize(group, until) for group in groups)
-                summary.percent_over_training.append((own.steps, percent(own, twin)))
+                summary.percent_over_training.append((own.steps, percent_of(own, twin)))
         summary.percent_over_training.append((at, summary.percent_of_twin))
     return [summaries[config] for config in dict.fromkeys(order)]
 
 
-def percent(own: Summary, twin: Summary) -> float | None:
+def percent_of(own: Summary, twin: Summary) -> float | None:
     """Our final return over the dense twin's, x 100; None when the twin's is not positive."""
     return None if twin.final_mean <= 0 else 100 * own.final_mean / twin.final_mean
 
