@@ -2,10 +2,13 @@
 
     python reproduce/report.py --sweep-dir results/long-results --out docs/results/long-results
     python reproduce/report.py --from-csv docs/results/long-results
+    python reproduce/report.py --sweep-dir new-dir --out docs/results/long-results --keep-recorded
 
 The first reads the TensorBoard logs of the sweep's runs into two CSV files, then makes the report from them; the
-second re-makes the report from the CSV files alone (what a repository keeps instead of the logs). They write to
---out (default: the directory read; with --from-csv, another --out gets the report and figures only):
+second re-makes the report from the CSV files alone (what a repository keeps instead of the logs); the third goes on
+with a record whose run directories were lost: the record's runs that the new sweep directory lacks, or has not
+completed where the record has, keep their rows as recorded. They write to --out (default: the directory read; with
+--from-csv, another --out gets the report and figures only):
 - `evals.csv`: one row per evaluation (`eval/episodic_return`) of every run: config, env_id, seed, step, eval_return,
   and where the run logs them (else empty): sparsity_actor, sparsity_critic (1 - `sparse/{actor,critic}_density`),
   n_step (`charts/n_step`) and buffer_capacity (`buffer/capacity`: RLx2's dynamic buffer). Each is the value last
@@ -230,18 +233,28 @@ def write_csv(path: Path, columns: tuple[str, ...], rows) -> None:
         writer.writerows([cell(value) for value in row] for row in rows)
 
 
-def write_csvs(sweep_dir: Path, out: Path) -> None:
-    """evals.csv and runs.csv in `out`, from the run directories of a sweep."""
+def write_csvs(sweep_dir: Path, out: Path, keep_recorded: bool = False) -> list[str]:
+    """evals.csv and runs.csv in `out`, from the run directories of a sweep. With `keep_recorded`, a run of the record
+    already in `out` is kept as recorded where the sweep has no directory for it, or has not completed it and the
+    record has; returns the names of the runs kept."""
     run_dirs = sorted(spec.parent for spec in sweep_dir.glob("*/*/seed*/run.json"))
     if not run_dirs:
         raise SystemExit(f"error: no run (*/*/seed*/run.json) in {sweep_dir}")
-    runs = sorted((read_run(run_dir) for run_dir in run_dirs), key=lambda run: (run.config, run.env_id, run.seed))
+    by_name = {run.name: run for run in map(read_run, run_dirs)}
+    kept = []
+    if keep_recorded and (out / "runs.csv").exists():
+        for run in read_csvs(out):
+            if run.name not in by_name or (run.complete and not by_name[run.name].complete):
+                by_name[run.name] = run
+                kept.append(run.name)
+    runs = sorted(by_name.values(), key=lambda run: (run.config, run.env_id, run.seed))
     out.mkdir(parents=True, exist_ok=True)
     keys = [[run.config, run.env_id, run.seed] for run in runs]
     last_values = [[run.twin, run.complete, run.total_timesteps, *map(run.last.get, LAST_VALUE_TAGS)] for run in runs]
     write_csv(out / "runs.csv", RUN_COLUMNS, (key + values for key, values in zip(keys, last_values)))
     evals = [zip(*(run.evals[column] for column in EVAL_COLUMNS[3:])) for run in runs]
     write_csv(out / "evals.csv", EVAL_COLUMNS, (key + list(values) for key, run in zip(keys, evals) for values in run))
+    return sorted(kept)
 
 
 def read_csvs(data_dir: Path) -> list[RunLog]:
@@ -539,6 +552,10 @@ class Args:
     """instead of --sweep-dir: a directory holding evals.csv and runs.csv; the report is made from them alone"""
     out: str | None = None
     """where the CSV files (with --sweep-dir), report.md and the figures go; default: the directory read"""
+    keep_recorded: bool = False
+    """with --sweep-dir: keep the runs of the record already in --out (its evals.csv and runs.csv) that the sweep
+    directory has no directory for, or has not completed where the record has: a sweep that goes on in a new directory
+    (its run directories lost with a machine, or only some seeds rerun) keeps the complete runs it recorded"""
 
 
 if __name__ == "__main__":
@@ -546,7 +563,8 @@ if __name__ == "__main__":
     if (args.sweep_dir is None) == (args.from_csv is None):
         raise SystemExit("error: give either --sweep-dir or --from-csv")
     if args.sweep_dir is not None:
-        write_csvs(Path(args.sweep_dir), Path(args.out or args.sweep_dir))
+        if kept := write_csvs(Path(args.sweep_dir), Path(args.out or args.sweep_dir), args.keep_recorded):
+            print(f"kept as recorded (absent or not complete in the sweep directory): {len(kept)} runs: {', '.join(kept)}")
     data_dir = Path(args.from_csv or args.out or args.sweep_dir)
     out = Path(args.out or data_dir)
     print(write_report(data_dir, out))

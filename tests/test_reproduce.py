@@ -306,6 +306,50 @@ def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone
     assert (tmp_path / "again" / "report.md").read_text() == text
 
 
+def test_report_keeps_the_recorded_runs_a_new_sweep_directory_lacks_or_has_not_completed(tmp_path):
+    """--keep-recorded: a sweep whose run directories were lost (a new machine) goes on in a new one; the runs the
+    earlier record holds complete keep their rows as recorded until the new directory completes them too, and a run
+    the new directory lacks keeps its recorded rows; a run the new directory has, not complete in the record, is the
+    new directory's."""
+    old, new, data = tmp_path / "old", tmp_path / "new", tmp_path / "data"
+    steps = range(0, 50_001, 5000)
+    tags = {"sparse/actor_density": [0.1], "charts/SPS": [120]}
+    write_run(old, "rlx2", "Hopper-v4", 1, "dense", {s: s / 100 + 0.123 for s in steps}, tags)  # complete
+    write_run(old, "rlx2", "Hopper-v4", 2, "dense", {s: s / 100 for s in steps[:4]}, tags, done=False)  # at 15k
+    write_run(old, "dense", "Hopper-v4", 1, None, {s: s / 200 for s in steps}, tags)  # complete
+    write_run(old, "dense", "Hopper-v4", 2, None, {s: s / 300 for s in steps[:2]}, tags, done=False)  # at 5k
+    report.write_csvs(old, data)
+    recorded_evals, recorded_runs = read_csv(data / "evals.csv"), read_csv(data / "runs.csv")
+    shutil.rmtree(old)
+
+    write_run(new, "rlx2", "Hopper-v4", 1, "dense", {s: 7.0 for s in steps[:2]}, tags, done=False)  # rerun, at 5k
+    write_run(new, "rlx2", "Hopper-v4", 2, "dense", {s: s / 50 for s in steps[:2]}, tags, done=False)  # restarted
+    write_run(new, "rlx2", "Hopper-v4", 3, "dense", {s: s / 100 for s in steps}, tags)  # new, complete
+    kept = report.write_csvs(new, data, keep_recorded=True)
+    evals, runs = read_csv(data / "evals.csv"), read_csv(data / "runs.csv")
+
+    assert kept == ["dense/Hopper-v4/seed1", "dense/Hopper-v4/seed2", "rlx2/Hopper-v4/seed1"]
+    assert [row[:5] for row in runs[1:]] == [
+        ["dense", "Hopper-v4", "1", "", "True"],
+        ["dense", "Hopper-v4", "2", "", "False"],  # not in the new directory: as recorded
+        ["rlx2", "Hopper-v4", "1", "dense", "True"],  # complete in the record, not yet in the new directory
+        ["rlx2", "Hopper-v4", "2", "dense", "False"],
+        ["rlx2", "Hopper-v4", "3", "dense", "True"],
+    ]
+    assert runs[0] == recorded_runs[0] and runs[1:4] == [recorded_runs[i] for i in (1, 2, 3)]
+    for key in (["dense", "Hopper-v4", "1"], ["dense", "Hopper-v4", "2"], ["rlx2", "Hopper-v4", "1"]):
+        kept_rows = [row for row in evals if row[:3] == key]
+        assert kept_rows == [row for row in recorded_evals if row[:3] == key] and kept_rows  # byte for byte
+    assert [row[4] for row in evals if row[:3] == ["rlx2", "Hopper-v4", "2"]] == ["0", "100"]  # the new directory's
+    assert len([row for row in evals if row[:3] == ["rlx2", "Hopper-v4", "3"]]) == 11
+
+    command = [sys.executable, REPORT, "--sweep-dir", str(new), "--out", str(data), "--keep-recorded"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "kept as recorded (absent or not complete in the sweep directory): 3" in result.stdout
+    assert read_csv(data / "evals.csv") == evals  # the same record again
+    assert report.write_csvs(new, data) == [] and len(read_csv(data / "runs.csv")) == 1 + 3  # without: the directory only
+
+
 def test_the_committed_results_pages_are_made_from_their_committed_data(tmp_path):
     """docs/results/*/report.md is what report.py makes from the evals.csv and runs.csv beside it, as it makes it now."""
     data_dirs = sorted(path.parent for path in (ROOT / "docs" / "results").glob("*/evals.csv"))
