@@ -38,7 +38,10 @@ of them reached (the table's steps):
   evaluation step before the cut), and at it; beside it the paper's % of dense for the method on the env (PAPER_METHOD
   names the method of a config) and ours minus it, in points;
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
-  evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never;
+  evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never,
+  none where the % is none;
+- complete runs only: where a configuration in progress has complete runs, a second table holds each env's complete
+  runs alone, each to its last step (the first table cuts them at the step the seeds still running reached);
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
 """
 
@@ -372,7 +375,7 @@ def env_table(summaries: list[Summary]) -> list[str]:
         weights = "—"
         if "sparse/actor_weights" in s.last and "sparse/critic_weights" in s.last:
             weights = f"{s.last['sparse/actor_weights']:,.0f} + {s.last['sparse/critic_weights']:,.0f}"
-        if s.twin_final is None:
+        if s.percent_of_twin is None:  # no twin, or its final return is not positive: nothing to reach
             to_twin = "—"
         elif s.steps_to_twin is None:
             to_twin = "not reached"
@@ -529,6 +532,15 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         lines += ["", f"## {env_id}", "", *env_table(summaries), ""]
         if gaps := gap_table(env_id, summaries):
             lines += [*gaps, ""]
+        complete = [run for run in runs if run.env_id == env_id and run.complete]
+        if {run.config for run in complete} & {s.config for s in summaries if not s.complete}:
+            lines += [
+                "Complete runs only (the rows above cut every seed at the step all of them reached; these hold the "
+                "seeds that reached their last step, each to it, twins compared on their complete seeds alike):",
+                "",
+                *env_table(summarize_env(complete)),
+                "",
+            ]
         lines += published_table(env_id)
     incomplete = [run for run in runs if not run.complete]
     if incomplete:

@@ -210,6 +210,9 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
         # dense twin: finals 77.5 and 83.5
         write_run(tmp_path, "dense", "Hopper-v4", seed, None, {s: s / 200 + 0.6 * offset for s in steps}, dense_tags)
         write_run(tmp_path, "slow", "Hopper-v4", seed, "dense", {s: 10.0 for s in steps}, sparse_tags)
+        # a twin whose final return is negative: no % of it, and no step at which it is "reached"
+        write_run(tmp_path, "early", "Hopper-v4", seed, "falling", {s: 1.0 for s in steps}, sparse_tags)
+        write_run(tmp_path, "falling", "Hopper-v4", seed, None, {s: -s / 1000 for s in steps}, dense_tags)
 
     report.write_csvs(tmp_path, tmp_path)
     text = report.write_report(tmp_path)
@@ -227,9 +230,10 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
     assert "| sparse | dense | 2 | 20,000 | 160.0 ± 5.0 | 198.8% | 50.0% | 60.0% | 0.450x | 0.500x | 1,001 + 3,000 | 13,000 (65%) | 110 |" in text  # fmt: skip
     assert "| dense | — | 2 | 20,000 | 80.5 ± 3.0 | — | 0.0% | 0.0% | 1.000x | 1.000x | 2,000 + 6,000 | — | — |" in text
     assert "| slow | dense | 2 | 20,000 | 10.0 ± 0.0 | 12.4% |" in text and "| not reached |" in text
+    assert "| early | falling | 2 | 20,000 | 1.0 ± 0.0 | — | 50.0% | 60.0% | 0.450x | 0.500x | — | — |" in text
     # % of the twin at each quarter of the steps (sparse 35, 60, 110 over dense 18, 30.5, 55.5); no paper for "sparse"
     assert "| sparse | dense | 194.4% (5,000) | 196.7% (10,000) | 198.2% (15,000) | 198.8% (20,000) | — | — |" in text
-    assert "in progress" not in text and "Not complete" not in text
+    assert "in progress" not in text and "Not complete" not in text and "Complete runs only" not in text
     # the published numbers for Hopper, labelled as theirs, with budget, env version and seeds
     assert "Published (theirs, not ours" in text
     assert "| Sokar et al., IJCAI 2022 | DS-TD3 | ~50% overall | 3587 ± 71 | 164.2% | 1M steps | Hopper-v3 (gym) | 5 |" in text
@@ -292,6 +296,10 @@ def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone
     assert ("| rlx2 | rlx2-dense | 166.7% (5,000) | 200.0% (10,000) | 214.3% (15,000) | 227.3% (25,000) "
             "| 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) | +130.3 points |") in text  # fmt: skip
     assert "| rlx2-dense | — | in progress: 2 of 3 seeds at step 25,000 | 25,000 | 55.0 ± 5.0 | — | 0.0% | 0.0% |" in text
+    # and, as the twin is in progress, its complete seed beside rlx2's three, each to its last step (110: s / 250)
+    complete_only = text.split("Complete runs only")[1].split("Published")[0]
+    assert "| rlx2 | rlx2-dense | 3 | 50,000 | 275.0 ± 0.0 | 250.0% |" in complete_only
+    assert "| rlx2-dense | — | 1 | 50,000 | 110.0 ± 0.0 | — |" in complete_only
     assert "Not complete (no `done.json`: running, failed, interrupted or not started): 2 of 6 runs" in text
     assert "- `rlx2-dense/Hopper-v4/seed2`: evaluated up to step 25,000 of 50,000" in text
     assert "- `rlx2-dense/Hopper-v4/seed3`: no evaluation yet" in text
