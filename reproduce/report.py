@@ -36,12 +36,14 @@ of them reached (the table's steps):
   weights count weight matrices only (no biases), as the papers do;
 - % of dense twin over training: the same % with both cut at 1/4, 1/2 and 3/4 of that step (each cell names the last
   evaluation step before the cut), and at it; beside it the paper's % of dense for the method on the env (PAPER_METHOD
-  names the method of a config) and ours minus it, in points;
+  names the method of a config) and ours minus it, in points; under the table, each such row said plainly: how far
+  below or above the paper's % it ends, and whether a shortfall shrank from the first quarter to the end (as a
+  shorter budget than theirs would explain) or not;
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
   evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never,
   none where the % is none;
-- complete runs only: where a configuration in progress has complete runs, a second table holds each env's complete
-  runs alone, each to its last step (the first table cuts them at the step the seeds still running reached);
+- complete runs only: where a configuration in progress cuts a complete run short (at the step its seeds still running
+  reached), a second table holds the env's complete runs alone, each to its last step;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
 """
 
@@ -411,6 +413,7 @@ def gap_table(env_id: str, summaries: list[Summary]) -> list[str]:
         "| config | dense twin | at 1/4 | at 1/2 | at 3/4 | at the end | the paper's % of dense | ours minus the paper's |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    readings = []
     for s in rows:
         cells = [f"{fmt(value, '.1f', '%')} ({step:,})" for step, value in s.percent_over_training]
         cells = ["—"] * (4 - len(cells)) + cells  # a quarter before the first evaluation of a seed
@@ -421,7 +424,36 @@ def gap_table(env_id: str, summaries: list[Summary]) -> list[str]:
             paper = f"{theirs:.1f}% ({published.paper.name}; budget: {published.paper.budget})"
             if s.percent_of_twin is not None:
                 difference = f"{s.percent_of_twin - theirs:+.1f} points"
+                readings.append(reading(s, theirs, published.paper.budget))
         lines.append(f"| {s.config} | {s.twin} | {' | '.join(cells)} | {paper} | {difference} |")
+    return lines + ([""] + readings if readings else [])
+
+
+def reading(s: Summary, theirs: float, budget: str) -> str:
+    """One configuration's % of dense against the paper's, said plainly: how far below or above it, and whether the
+    distance shrank over our run (what a longer budget could explain) or not."""
+    gap = s.percent_of_twin - theirs
+    text = f"- `{s.config}`, at {s.compared_at:,} steps: {abs(gap):.1f} points {'below' if gap < 0 else 'above'} the "
+    text += f"paper's % of dense (their budget: {budget})"
+    step, first = next(((step, value) for step, value in s.percent_over_training if value is not None), (None, None))
+    if step is None or step == s.compared_at:
+        return text + "."
+    text += f"; at {step:,}, {abs(first - theirs):.1f} points {'below' if first < theirs else 'above'}."
+    if gap >= 0:
+        why = "A % of dense also depends on how far each dense twin got in its budget."
+    elif first - theirs < gap:
+        why = "The shortfall shrinks with steps, as a shorter budget would explain; whether it closes by theirs, this run "
+        why += "does not show."
+    else:
+        why = "The shortfall did not shrink over our run: on this evidence our shorter budget does not explain it."
+    return f"{text} {why}"
+
+
+def env_tables(env_id: str, summaries: list[Summary]) -> list[str]:
+    """The table of our runs on one env and, under it, their % of dense twin over training against the paper's."""
+    lines = [*env_table(summaries), ""]
+    if gaps := gap_table(env_id, summaries):
+        lines += [*gaps, ""]
     return lines
 
 
@@ -529,17 +561,15 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         "`runs.csv` (one row per run) alone: `python reproduce/report.py --from-csv DIR` makes them again.",
     ]
     for env_id, summaries in by_env.items():
-        lines += ["", f"## {env_id}", "", *env_table(summaries), ""]
-        if gaps := gap_table(env_id, summaries):
-            lines += [*gaps, ""]
+        lines += ["", f"## {env_id}", "", *env_tables(env_id, summaries)]
         complete = [run for run in runs if run.env_id == env_id and run.complete]
-        if {run.config for run in complete} & {s.config for s in summaries if not s.complete}:
+        cut = {s.config: s.steps for s in summaries if not s.complete}  # the step an in-progress row cuts its seeds at
+        if any(run.config in cut and run.evals["step"][-1] > cut[run.config] for run in complete):
             lines += [
                 "Complete runs only (the rows above cut every seed at the step all of them reached; these hold the "
                 "seeds that reached their last step, each to it, twins compared on their complete seeds alike):",
                 "",
-                *env_table(summarize_env(complete)),
-                "",
+                *env_tables(env_id, summarize_env(complete)),
             ]
         lines += published_table(env_id)
     incomplete = [run for run in runs if not run.complete]
