@@ -543,9 +543,9 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         raise SystemExit(f"error: no evaluation in {data_dir / 'evals.csv'}")
     by_env = {env_id: summarize_env([run for run in runs if run.env_id == env_id]) for env_id in env_ids}
     out.mkdir(parents=True, exist_ok=True)
-    figures = "Learning curves: `curves.png`"
+    figures = ["![Learning curves: eval return against steps, mean and one std over seeds; dense twins dashed](curves.png)"]
     if plot_buffer(runs, out / "buffer.png"):
-        figures += "; RLx2's buffer capacity and n-step: `buffer.png`"
+        figures.append("![RLx2's buffer capacity per seed against steps, and the n-step of its targets](buffer.png)")
     lines = [
         "# Results of a sweep (reproduce/sweep.py)",
         "",
@@ -557,8 +557,11 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         "SPS: median over seeds of each run's average. In progress: a run of the configuration is not complete; the "
         "row holds its seeds with evaluations, each cut at the last step all of them reached.",
         "",
-        f"{figures}. This page and the figures are made from `evals.csv` (every evaluation of every run) and "
-        "`runs.csv` (one row per run) alone: `python reproduce/report.py --from-csv DIR` makes them again.",
+        "This page and its figures (`curves.png`, and `buffer.png` where a run logs a buffer capacity) are made from "
+        "`evals.csv` (every evaluation of every run) and `runs.csv` (one row per run) alone: "
+        "`python reproduce/report.py --from-csv DIR` makes them again.",
+        "",
+        *figures,
     ]
     for env_id, summaries in by_env.items():
         lines += ["", f"## {env_id}", "", *env_tables(env_id, summaries)]
