@@ -49,6 +49,7 @@ of them reached (the table's steps):
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -57,6 +58,9 @@ import numpy as np
 import tyro
 from matplotlib.figure import Figure  # without pyplot: no display, savefig renders PNG with Agg
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root, for reproduce.*
+from reproduce.sweep import total_timesteps  # noqa: E402
 
 FINAL_EVALS = 10  # the DS-TD3 paper's score window (RLx2 used the last 30)
 LAST_VALUE_TAGS = (
@@ -213,14 +217,10 @@ def read_run(run_dir: Path) -> RunLog:
     for column, tag in EVAL_TAGS.items():
         values = value_at(scalars[tag], steps) if tag in scalars and len(steps) else np.full(len(steps), np.nan)
         evals[column] = 1 - values if tag.endswith("_density") else values
-    total_timesteps = None  # the last --total-timesteps of the command wins, as in the scripts' parser
-    for arg, following in zip(spec["argv"], spec["argv"][1:] + [""]):
-        name, _, value = arg.replace("_", "-").partition("=")
-        if name == "--total-timesteps":
-            total_timesteps = int(value or following)
     last = {tag: float(scalars[tag][-1].value) for tag in LAST_VALUE_TAGS if tag in scalars}
     complete = (run_dir / "done.json").exists()
-    return RunLog(spec["config"], spec["env_id"], spec["seed"], spec["twin"], complete, total_timesteps, evals, last)
+    budget = total_timesteps(spec["argv"])
+    return RunLog(spec["config"], spec["env_id"], spec["seed"], spec["twin"], complete, budget, evals, last)
 
 
 def cell(value: object) -> str:

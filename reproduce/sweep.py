@@ -23,6 +23,7 @@ preempted does the same and requeues itself (submitit's checkpointing), so a run
 across several jobs.
 """
 
+import csv
 import faulthandler
 import json
 import os
@@ -122,6 +123,9 @@ class Args:
     """memory of one Slurm job in GB"""
     progress_interval: float = 60.0
     """seconds between two progress lines (the step each running run has reached)"""
+    skip_complete_in: str | None = None
+    """a results directory of reproduce/report.py (its runs.csv): the runs it records complete are not run again,
+    here a record whose run directories were lost (a new machine); pair with report.py --keep-recorded"""
     dry_run: bool = False
     """list the runs, which would run and which are complete, and exit"""
 
@@ -186,6 +190,32 @@ def plan(args: Args) -> list[Run]:
                 argv = (script, *script_args, "--env-id", env_id, "--seed", str(seed), *common)
                 runs.append(Run(config, env_id, seed, argv, twins.get(config)))
     return runs
+
+
+def total_timesteps(argv: list[str]) -> int | None:
+    """A command's --total-timesteps (the last one wins, as in the scripts' parser); None: the script's default."""
+    total = None
+    for arg, following in zip(argv, [*argv[1:], ""]):
+        name, _, value = arg.replace("_", "-").partition("=")
+        if name == "--total-timesteps":
+            total = int(value or following)
+    return total
+
+
+def recorded_complete(record: Path, runs: list[Run]) -> list[Run]:
+    """The runs of this sweep that a record's runs.csv holds complete; a record of another budget is an error."""
+    if not (record / "runs.csv").is_file():
+        raise SystemExit(f"error: --skip-complete-in {record}: no runs.csv there")
+    with open(record / "runs.csv", newline="") as file:
+        complete = {(r["config"], r["env_id"], int(r["seed"])): r for r in csv.DictReader(file) if r["complete"] == "True"}
+    recorded = []
+    for run in runs:
+        if (row := complete.get((run.config, run.env_id, run.seed))) is not None:
+            asked, ran = total_timesteps(list(run.argv)), int(row["total_timesteps"]) if row["total_timesteps"] else None
+            if asked != ran:
+                raise SystemExit(f"error: {run.name}: the record ran {ran} steps, this sweep asks for {asked}")
+            recorded.append(run)
+    return recorded
 
 
 def run_one(run_dir: str, running: set | None = None) -> int:
@@ -368,14 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         raise SystemExit(f"error: --workers must be positive, got {args.workers}")
     runs, out = plan(args), Path(args.out).resolve()
+    recorded = recorded_complete(Path(args.skip_complete_in), runs) if args.skip_complete_in else []
     todo, complete, conflicts = [], [], []
     for run in runs:
         run_dir = out / run.name
+        if run in recorded:
+            continue
         if (run_dir / DONE).exists():
-            recorded = json.loads((run_dir / SPEC).read_text())
-            if recorded["argv"] != list(run.argv):
-                conflicts.append(f"  {run.name}: ran {shlex.join(recorded['argv'])}\n    now {shlex.join(run.argv)}")
-            elif recorded != run.spec():  # only the dense twin changed: nothing to rerun
+            spec = json.loads((run_dir / SPEC).read_text())
+            if spec["argv"] != list(run.argv):
+                conflicts.append(f"  {run.name}: ran {shlex.join(spec['argv'])}\n    now {shlex.join(run.argv)}")
+            elif spec != run.spec():  # only the dense twin changed: nothing to rerun
                 (run_dir / SPEC).write_text(json.dumps(run.spec(), indent=2) + "\n")
             complete.append(run)
         else:
@@ -385,10 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             "error: complete runs in this directory ran another command; use another --out or delete them:\n"
             + "\n".join(conflicts)
         )
-    print(f"{len(runs)} runs in {out}: {len(complete)} complete, {len(todo)} to run ({args.backend})", flush=True)
+    in_record = f"{len(recorded)} complete in the record, " if args.skip_complete_in else ""
+    print(f"{len(runs)} runs in {out}: {len(complete)} complete, {in_record}{len(todo)} to run ({args.backend})", flush=True)
     if args.dry_run:
         for run in runs:
-            print(f"  {'complete' if run in complete else 'to run  '} {run.name}: {shlex.join(run.argv)}")
+            state = "complete" if run in complete else "recorded" if run in recorded else "to run  "
+            print(f"  {state} {run.name}: {shlex.join(run.argv)}")
         return 0
     for run in todo:
         (out / run.name).mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,30 @@ def test_sweep_failed_runs_do_not_stop_others_and_resume_reruns_only_them(tmp_pa
     assert "4 runs in" in capsys.readouterr().out
 
 
+def test_sweep_skips_the_runs_a_record_holds_complete(tmp_path, fake, capsys):
+    """--skip-complete-in: a sweep whose run directories were lost reruns only what its record (runs.csv) does not
+    hold complete, and refuses a record of another budget."""
+    record, out = tmp_path / "record", tmp_path / "out"
+    record.mkdir()
+    header = ",".join(report.RUN_COLUMNS)
+    rows = ["a,E-v0,1,,True,10", "a,E-v0,2,,False,10", "b,E-v0,1,a,True,10"]  # b: not a configuration of this sweep
+    (record / "runs.csv").write_text("\n".join([header, *(row + "," * 7 for row in rows)]) + "\n")
+    argv = ["--config", f"a={fake}", "--env-ids", "E-v0", "--seeds", "1", "2", "--total-timesteps", "10", "--out", str(out)]
+    assert sweep.main([*argv, "--skip-complete-in", str(record), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert "2 runs in" in listing and "1 complete in the record" in listing and "1 to run" in listing
+    assert "  recorded a/E-v0/seed1" in listing and "  to run   a/E-v0/seed2" in listing
+    assert sweep.main([*argv, "--skip-complete-in", str(record)]) == 0
+    assert fake.calls() == ["1 --env-id E-v0 --seed 2 --total-timesteps 10"] and not (out / "a" / "E-v0" / "seed1").exists()
+    assert sweep.main([*argv, "--skip-complete-in", str(record)]) == 0 and len(fake.calls()) == 1  # both complete now
+    assert f"2 runs in {out}: 1 complete, 1 complete in the record, 0 to run" in capsys.readouterr().out
+    (record / "runs.csv").write_text(header + "\na,E-v0,1,,True,20" + "," * 7 + "\n")
+    with pytest.raises(SystemExit, match="a/E-v0/seed1: the record ran 20 steps, this sweep asks for 10"):
+        sweep.main([*argv, "--skip-complete-in", str(record)])
+    with pytest.raises(SystemExit, match="no runs.csv"):
+        sweep.main([*argv, "--skip-complete-in", str(tmp_path)])
+
+
 def test_sweep_ctrl_c_stops_runs_without_marking_them_done(tmp_path, fake):
     out = tmp_path / "out"
     argv = [sys.executable, SWEEP, "--config", f"slow={fake} --sleep", "--env-ids", "E-v0", "--seeds", "1",
