@@ -120,7 +120,7 @@ class Args:
     drop_fraction: float = 0.1
     """eta: fraction of the positive and, separately, of the negative weights dropped per update (appendix: 0.1)"""
     topology_end: int | None = None
-    """last training iteration with a topology update; None: total - learning_starts - 50k (DS-TD3's released code)"""
+    """topology updates happen at training iterations below this; None: total - learning_starts - 50k (DS-TD3's released code)"""
     target_topology: str = "top-k"
     """'top-k': each target layer keeps its k largest-|w| entries, k = online nnz (paper); 'online': target weights
     multiplied by the online masks. Moot with the default hard copy, which carries the online topology"""

@@ -122,7 +122,7 @@ class Args:
     drop_fraction: float = 0.05
     """zeta: fraction of the positive and, separately, of the negative weights dropped per update (paper: 0.05)"""
     topology_end: int | None = None
-    """last training iteration with a topology update; None: total - learning_starts - 50k (released code)"""
+    """topology updates happen at training iterations below this; None: total - learning_starts - 50k (released code)"""
     target_topology: str = "top-k"
     """'top-k': each target layer keeps its k largest-|w| entries, k = online nnz (paper); 'online': target weights
     multiplied by the online masks (improvement: the target never lags the online topology)"""
