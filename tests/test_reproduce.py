@@ -410,6 +410,19 @@ def test_the_committed_results_pages_are_made_from_their_committed_data(tmp_path
         assert report.write_report(data, tmp_path / data.name) == (data / "report.md").read_text(), data.name
 
 
+def test_the_front_pages_long_results_are_the_committed_pages_numbers():
+    """Each final return and % of the README's long-results table stands in its env's part of the committed page."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Long results")[1].split("\n## ")[0]
+    page = (ROOT / "docs" / "results" / "long-results" / "report.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "-v4" in line]
+    assert len(rows) >= 9
+    for env_id, _, _, final, percent in rows:
+        part = page.split(f"## {env_id.removeprefix('| ')}")[1].split("\n## ")[0]
+        assert f"| {final} ± " in part or f"| {final} |" in part, (env_id, final)
+        if percent.endswith("|") and percent[0].isdigit():
+            assert f"| {percent.split()[0]} |" in part, (env_id, percent)
+
 def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     """The preset's four commands are valid for the scripts, log every tag the report reads, and report together."""
     out = tmp_path / "out"
