@@ -410,6 +410,19 @@ def test_the_committed_results_pages_are_made_from_their_committed_data(tmp_path
         assert report.write_report(data, tmp_path / data.name) == (data / "report.md").read_text(), data.name
 
 
+def test_the_committed_records_hold_every_evaluation_of_each_run_once():
+    """Stopped, resumed and restarted runs left no gap and no repeat: each run's evaluations are at 0, k, 2k, ... with
+    one interval, and a complete run's reach its budget."""
+    for data in sorted(path.parent for path in (ROOT / "docs" / "results").glob("*/evals.csv")):
+        for run in report.read_csvs(data):
+            steps = run.evals["step"]
+            if not run.started:
+                continue
+            assert steps[0] == 0 and (len(steps) == 1 or len(set(np.diff(steps))) == 1), (data.name, run.name)
+            if run.complete and run.total_timesteps is not None:
+                assert steps[-1] == run.total_timesteps, (data.name, run.name)
+
+
 def test_the_front_pages_long_results_are_the_committed_pages_numbers():
     """Each final return and % of the README's long-results table stands in its env's part of the committed page."""
     readme = (ROOT / "README.md").read_text()
@@ -422,6 +435,7 @@ def test_the_front_pages_long_results_are_the_committed_pages_numbers():
         assert f"| {final} ± " in part or f"| {final} |" in part, (env_id, final)
         if percent.endswith("|") and percent[0].isdigit():
             assert f"| {percent.split()[0]} |" in part, (env_id, percent)
+
 
 def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
     """The preset's four commands are valid for the scripts, log every tag the report reads, and report together."""
