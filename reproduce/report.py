@@ -38,7 +38,7 @@ of them reached (the table's steps):
   evaluation step before the cut), and at it; beside it the paper's % of dense for the method on the env (PAPER_METHOD
   names the method of a config) and ours minus it, in points; under the table, each such row said plainly: how far
   below or above the paper's % it ends, and whether a shortfall shrank from the first quarter to the end (as a
-  shorter budget than theirs would explain) or not;
+  shorter budget than theirs would explain) or not (more steps alone do not close it);
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
   evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never,
   none where the % is none;
@@ -445,7 +445,8 @@ def reading(s: Summary, theirs: float, budget: str) -> str:
         why = "The shortfall shrinks with steps, as a shorter budget would explain; whether it closes by theirs, this run "
         why += "does not show."
     else:
-        why = "The shortfall did not shrink over our run: on this evidence our shorter budget does not explain it."
+        why = "The shortfall did not shrink over our run: more steps alone do not close it here (a budget can still matter"
+        why += " through what scales with it, such as a schedule)."
     return f"{text} {why}"
 
 

@@ -351,8 +351,8 @@ def test_report_says_plainly_how_far_from_the_papers_percent_and_whether_the_dis
     )
     row.percent_over_training = [(250_000, 95.0), (500_000, 89.4)]
     assert report.reading(row, 99.8, "3M steps") == start + (
-        "; at 250,000, 4.8 points below. The shortfall did not shrink over our run: on this evidence our shorter budget "
-        "does not explain it."
+        "; at 250,000, 4.8 points below. The shortfall did not shrink over our run: more steps alone do not close it here "
+        "(a budget can still matter through what scales with it, such as a schedule)."
     )
     row.percent_over_training = [(500_000, 89.4)]  # nothing earlier to compare with
     assert report.reading(row, 99.8, "3M steps") == start + "."
