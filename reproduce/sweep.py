@@ -313,12 +313,23 @@ def last_line(path: Path, pattern: str = "") -> str:
     return lines[-1] if lines else ""
 
 
+def modified(path: Path) -> int | None:
+    """When a file was last written (ns), None if it does not exist (a worker may be wiping it as we look)."""
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def watch(jobs: list, run_dirs: list[Path], out: Path, poll_s: float, progress_interval: float) -> dict[Path, str]:
     """Wait for every job (a concurrent.futures.Future or a submitit Job: both have done() and result()), printing a
     line as each ends and, every `progress_interval` seconds, the step each running run has reached (its log's last
-    `step N/M` line). Returns each run directory's outcome: 'ok', or why it failed."""
+    `step N/M` line). A run counts as running once its log is written to during this sweep: a log an earlier sweep
+    left (a run stopped there, to resume here) counts only when a worker picks the run up. Returns each run
+    directory's outcome: 'ok', or why it failed."""
     outcomes: dict[Path, str] = {}
     pending, last_progress, start = list(zip(jobs, run_dirs)), time.time(), time.time()
+    earlier_logs = {run_dir: modified(run_dir / LOG) for run_dir in run_dirs}
     while pending:
         for job, run_dir in [(job, run_dir) for job, run_dir in pending if job.done()]:
             pending.remove((job, run_dir))
@@ -332,7 +343,7 @@ def watch(jobs: list, run_dirs: list[Path], out: Path, poll_s: float, progress_i
             print(f"[{len(outcomes)}/{len(jobs)}, {failed} failed] {run_dir.relative_to(out)} {status}", flush=True)
         if pending and time.time() - last_progress >= progress_interval:
             last_progress = time.time()
-            started = [run_dir for _, run_dir in pending if (run_dir / LOG).exists()]
+            started = [run_dir for _, run_dir in pending if modified(run_dir / LOG) not in (None, earlier_logs[run_dir])]
             steps = [last_line(run_dir / LOG, "step ").removeprefix("step ").split(" ")[0] for run_dir in started]
             running = ", ".join(f"{run_dir.relative_to(out)} {step or 'starting'}" for run_dir, step in zip(started, steps))
             minutes = (time.time() - start) / 60

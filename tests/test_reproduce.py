@@ -163,6 +163,35 @@ def test_sweep_ctrl_c_stops_runs_without_marking_them_done(tmp_path, fake):
     assert (run_dir / "done.json").exists() and "step 10/10 | resumed" in (run_dir / "stdout_stderr.log").read_text()
 
 
+def test_sweep_progress_counts_a_run_left_by_an_earlier_sweep_as_queued_until_it_resumes(tmp_path, capsys):
+    """A run stopped by an earlier sweep keeps its log; in this sweep it is queued until a worker writes to it again."""
+    waiting, resumed = tmp_path / "a" / "E-v0" / "seed1", tmp_path / "a" / "E-v0" / "seed2"
+    for run_dir in (waiting, resumed):
+        run_dir.mkdir(parents=True)
+        (run_dir / sweep.LOG).write_text("step 5/10 | stopped at step 5\n")
+    past = time.time() - 3600
+    os.utime(waiting / sweep.LOG, (past, past))
+    os.utime(resumed / sweep.LOG, (past, past))
+
+    class Job:  # the second of its done() calls ends it; `log`, if given, is written at the first (a worker starting)
+        def __init__(self, log=None):
+            self.log, self.calls = log, 0
+
+        def done(self):
+            self.calls += 1
+            if self.calls == 1 and self.log:
+                with open(self.log, "a") as f:
+                    f.write("step 7/10 | resumed\n")
+            return self.calls > 1
+
+        def result(self):
+            return 0
+
+    outcomes = sweep.watch([Job(), Job(resumed / sweep.LOG)], [waiting, resumed], tmp_path, 0, progress_interval=0)
+    assert outcomes == {waiting: "ok", resumed: "ok"}
+    assert "1 running, 1 queued: a/E-v0/seed2 7/10\n" in capsys.readouterr().out
+
+
 def test_sweep_marks_a_run_done_only_at_its_last_step(tmp_path, fake):
     out = tmp_path / "out"
     argv = ["--config", f"short={fake} --short", "--env-ids", "E-v0", "--seeds", "1", "--out", str(out)]
