@@ -166,12 +166,11 @@ def test_sweep_ctrl_c_stops_runs_without_marking_them_done(tmp_path, fake):
 def test_sweep_progress_counts_a_run_left_by_an_earlier_sweep_as_queued_until_it_resumes(tmp_path, capsys):
     """A run stopped by an earlier sweep keeps its log; in this sweep it is queued until a worker writes to it again."""
     waiting, resumed = tmp_path / "a" / "E-v0" / "seed1", tmp_path / "a" / "E-v0" / "seed2"
+    past = time.time() - 3600
     for run_dir in (waiting, resumed):
         run_dir.mkdir(parents=True)
         (run_dir / sweep.LOG).write_text("step 5/10 | stopped at step 5\n")
-    past = time.time() - 3600
-    os.utime(waiting / sweep.LOG, (past, past))
-    os.utime(resumed / sweep.LOG, (past, past))
+        os.utime(run_dir / sweep.LOG, (past, past))  # written by the earlier sweep
 
     class Job:  # the second of its done() calls ends it; `log`, if given, is written at the first (a worker starting)
         def __init__(self, log=None):
