@@ -87,6 +87,25 @@ PRESETS = {
         seeds=(1, 2, 3),
         only_on=("rlx2-sac=Hopper-v4", "rlx2-sac-dense=Hopper-v4"),
     ),
+    # the authors' released code beside ours (reproduce/released.py; set RLX2_RELEASED_DIR and DS_TD3_RELEASED_DIR to
+    # the clones): their RLx2 at our long-results budget, and DS-TD3, ours and theirs, at the paper's 1M steps. rlx2 and
+    # rlx2-dense are long-results' own commands: --skip-complete-in a record holding them runs only the rest
+    "released": Preset(
+        configs=(
+            "rlx2-released=reproduce/released.py --algo rlx2-td3 --total-timesteps 500000",
+            "rlx2-dense-released=reproduce/released.py --algo rlx2-td3-dense --total-timesteps 500000",
+            "ds-td3=sparse_td3.py --total-timesteps 1000000",
+            "td3=sparse_td3.py --total-timesteps 1000000 --sparsity 0",
+            "ds-td3-released=reproduce/released.py --algo ds-td3 --total-timesteps 1000000",
+            "rlx2=rlx2_td3.py --total-timesteps 500000 --sparse-backend kernel --no-cuda",
+            "rlx2-dense=rlx2_td3.py --total-timesteps 500000 --actor-sparsity 0 --critic-sparsity 0 --topology static "
+            "--n-step 1 --no-dynamic-buffer",
+        ),
+        twins=("rlx2=rlx2-dense", "rlx2-released=rlx2-dense-released", "ds-td3=td3"),
+        env_ids=("HalfCheetah-v4", "Hopper-v4"),
+        seeds=(1, 2, 3),
+        only_on=("rlx2-dense-released=HalfCheetah-v4",),
+    ),
 }
 
 
