@@ -385,8 +385,10 @@ def soft_n_step_target(actor, qf1_target, qf2_target, next_obs, rewards, termina
     batch, n_step = rewards.shape
     ends = episode_ends[:, :-1]
     alive = torch.cumprod(torch.cat([torch.ones_like(rewards[:, :1]), 1 - ends], dim=1), dim=1)  # up to the first end
-    actions, log_pi, _ = actor.get_action(next_obs.flatten(0, 1))  # all slots' next states in one forward
-    actions, log_pi = actions.view(batch, n_step, -1), log_pi.view(batch, n_step)
+    # all slots' next states in one forward, slot by slot as the released loop draws them: every window's first slot,
+    # then every second one (the same random numbers as the released code for the same generator state)
+    actions, log_pi, _ = actor.get_action(next_obs.transpose(0, 1).flatten(0, 1))
+    actions, log_pi = actions.view(n_step, batch, -1).transpose(0, 1), log_pi.view(n_step, batch).t()
     gammas = gamma ** torch.arange(n_step + 1, device=rewards.device)
     bootstrap = alive * (1 - terminations)  # slots whose next state belongs to the episode
     target = (alive * gammas[:-1] * rewards).sum(1) - alpha * (bootstrap * gammas[1:] * log_pi).sum(1)
