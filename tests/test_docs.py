@@ -29,7 +29,7 @@ def training_scripts() -> list[str]:
 
 def tool_scripts() -> list[str]:
     benchmarks = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "benchmarks").glob("*.py"))]
-    return ["reproduce/sweep.py", "reproduce/report.py", *MODULES.values(), *(b for b in benchmarks if b != WRAPPER)]
+    return ["reproduce/sweep.py", "reproduce/report.py", "reproduce/released.py", *MODULES.values(), *(b for b in benchmarks if b != WRAPPER)]
 
 
 @functools.cache
