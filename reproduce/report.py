@@ -148,10 +148,8 @@ PUBLISHED = [
     Published(RLX2, "Ant", "SET", "96% / 88%", None, None, 63),
     Published(RLX2, "Ant", "RigL", "96% / 88%", None, None, 69),
 ]
-PAPER_METHOD = {  # a preset's config: its method above (ours, and the released code run by reproduce/released.py)
-    **{"ds-td3": "DS-TD3", "ds-sac": "DS-SAC", "rlx2": "RLx2"},
-    **{"ds-td3-released": "DS-TD3", "rlx2-released": "RLx2"},
-}
+# a preset's config: its method above (ours, and the released code that reproduce/released.py runs)
+PAPER_METHOD = {"ds-td3": "DS-TD3", "ds-sac": "DS-SAC", "rlx2": "RLx2", "ds-td3-released": "DS-TD3", "rlx2-released": "RLx2"}
 
 
 @dataclass
