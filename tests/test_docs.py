@@ -29,7 +29,8 @@ def training_scripts() -> list[str]:
 
 def tool_scripts() -> list[str]:
     benchmarks = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "benchmarks").glob("*.py"))]
-    return ["reproduce/sweep.py", "reproduce/report.py", "reproduce/released.py", *MODULES.values(), *(b for b in benchmarks if b != WRAPPER)]
+    reproduce = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "reproduce").glob("*.py"))]
+    return [*reproduce, *MODULES.values(), *(b for b in benchmarks if b != WRAPPER)]
 
 
 @functools.cache
