@@ -11,17 +11,16 @@ import dataclasses
 import os
 import random
 import signal
+import sys
 
 import numpy as np
 import torch
 
 STATE_VERSION = 1  # bump when the state's layout changes: an older state is then refused with a one-line error
 STATE_FILE = "state.pt"
-# flags that may differ from the saved ones on --resume: they change what is written, not the run's result
-RESUME_FREE = ("resume", "save_model", "capture_video", "checkpoint_frequency")
-# W&B tracking (`--track`) changes no result either, but a resumed run keeps its own unless the flag is given: a Slurm
-# requeue resumes with --resume alone, and the run goes on logging to its W&B run (WANDB_MODE=disabled turns it off)
-RESUME_KEPT = ("track", "wandb_project_name", "wandb_entity")
+# flags that change what a run writes, not its result: a resumed run keeps its own unless one is given again (a sweep and
+# a Slurm requeue resume with --resume alone), and may take a new one (WANDB_MODE=disabled turns off a saved --track)
+RESUME_FREE = ("save_model", "capture_video", "checkpoint_frequency", "track", "wandb_project_name", "wandb_entity")
 
 
 class StopRequest:
@@ -121,25 +120,31 @@ def load_file(path: str, script: str, what: str) -> dict:
     return data
 
 
-def resumed_args(given, saved: dict):
-    """The saved arguments of a run, with the flags that change only what is written taken from the command line
-    (`RESUME_FREE`) or, for `RESUME_KEPT`, from the command line where given. A flag given beside --resume that would
-    change the run's result is a one-line error. A state saved before one of these flags existed resumes with its
+def given_flags(fields: set[str], argv: list[str]) -> set[str]:
+    """The fields typed on a tyro command line (`--name value`, `--name=value`, `--no-name`; dashes or underscores), at
+    whatever value: a flag given at its default is given."""
+    names = {token[2:].partition("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return {name if name in fields else name.removeprefix("no_") for name in names} & fields
+
+
+def resumed_args(given, saved: dict, argv: list[str] | None = None):
+    """The saved arguments of a run, with --resume and the `RESUME_FREE` flags typed on the command line (`argv`,
+    default `sys.argv[1:]`). Any other flag typed beside --resume must repeat the saved value: one that would change
+    the run's result is a one-line error. A state saved before one of the free flags existed resumes with its
     default."""
     defaults = type(given)()
     fields = {f.name for f in dataclasses.fields(given)}
-    result_free = fields & {*RESUME_FREE, *RESUME_KEPT}
-    if set(saved) - fields or fields - result_free - set(saved):
+    result_free = fields & set(RESUME_FREE)
+    if set(saved) - fields or fields - result_free - {"resume"} - set(saved):
         raise SystemExit(f"error: {given.resume} was saved by another version of this script (arguments differ)")
     saved = {**{name: getattr(defaults, name) for name in result_free}, **saved}
-    for name in sorted(fields - result_free):
-        value = getattr(given, name)
-        if value != getattr(defaults, name) and value != saved[name]:
+    typed = given_flags(fields, sys.argv[1:] if argv is None else argv) - {"resume"}
+    for name in sorted(typed - result_free):
+        if getattr(given, name) != saved[name]:
             raise SystemExit(
-                f"error: --{name.replace('_', '-')} {value} differs from the resumed run's {saved[name]}: a resumed run "
-                "keeps its own arguments"
+                f"error: --{name.replace('_', '-')} {getattr(given, name)} differs from the resumed run's {saved[name]}: "
+                "a resumed run keeps its own arguments"
             )
-    from_command_line = [
-        name for name in result_free if name in RESUME_FREE or getattr(given, name) != getattr(defaults, name)
-    ]
-    return dataclasses.replace(type(given)(**saved), **{name: getattr(given, name) for name in from_command_line})
+    return dataclasses.replace(
+        type(given)(**saved), resume=given.resume, **{name: getattr(given, name) for name in typed & result_free}
+    )

@@ -139,3 +139,32 @@ def test_bad_checkpoints_and_states_get_one_line(run_script, monkeypatch, tmp_pa
     # what may change: whether the policy is saved, the state's frequency
     resumed = run_script(script, "--resume", mine, "--checkpoint-frequency", "7")
     assert resumed["global_step"] == 700 and resumed["args"].checkpoint_frequency == 7
+
+
+# Pendulum: 200-step episodes, so a signal at step 250 saves the state at 400
+PENDULUM = ["--env-id", "Pendulum-v1", "--total-timesteps", "800", "--learning-starts", "200", "--batch-size", "32",
+            "--topology-interval", "100", "--eval-frequency", "400", "--eval-episodes", "1"]  # fmt: skip
+SPARSITY = {"rlx2_td3.py": ["--actor-sparsity", "0.9", "--critic-sparsity", "0.9"]}  # no published one for Pendulum
+SPARSITY["rlx2_sac.py"] = SPARSITY["rlx2_td3.py"]
+
+
+def stopped_run(run_script, monkeypatch, script: str, *args: str, step: int = 250) -> str:
+    """A run of `script` on Pendulum stopped by SIGTERM at `step`: its directory."""
+    with monkeypatch.context() as patch:
+        signal_at(patch, step)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *PENDULUM, *SPARSITY.get(script, []), *args)
+    assert stopped.value.code == 143
+    return glob.glob("runs/*")[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_alone_keeps_every_flag_and_a_typed_default_is_not_ignored(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script, "--save-model", "--checkpoint-frequency", "10000")
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 400  # saved on the stop
+    # 1_000_000 is --total-timesteps' default: typed, it must match the run's 800, not pass unseen
+    with pytest.raises(SystemExit, match="^error: --total-timesteps 1000000 differs from the resumed run's 800"):
+        run_script(script, "--resume", run_dir, "--total-timesteps", "1000000")
+    resumed = run_script(script, "--resume", run_dir)
+    assert resumed["args"].save_model and resumed["args"].checkpoint_frequency == 10000
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 800  # the final policy
