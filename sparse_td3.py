@@ -27,11 +27,13 @@ from common.resume import (
     env_rng_state,
     filled_rows,
     load_file,
+    lock_run_dir,
     make_run_dir,
     resumed_args,
     rng_state,
     save_state,
     set_rng_state,
+    unlock_run_dir,
 )
 from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
@@ -446,6 +448,7 @@ if __name__ == "__main__":
 
     # nothing is written before the arguments are checked; a resumed run continues in its own directory
     run_dir = args.resume or make_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    lock_run_dir(run_dir)  # one run directory, one process
     run_name = os.path.basename(os.path.normpath(run_dir))
     wandb_run_id = state.get("wandb_run_id") if args.resume else None  # a resumed run goes on in its W&B run
     if args.track:
@@ -666,3 +669,4 @@ if __name__ == "__main__":
                     wandb.log({"videos": wandb.Video(path)})
         env.close()
         writer.close()
+        unlock_run_dir(run_dir)

@@ -8,6 +8,7 @@ RNG states and arguments are stored as tensors and plain types.
 """
 
 import dataclasses
+import fcntl
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import torch
 
 STATE_VERSION = 1  # bump when the state's layout changes: an older state is then refused with a one-line error
 STATE_FILE = "state.pt"
+LOCK_FILE = ".lock"
 # flags that change what a run writes, not its result: a resumed run keeps its own unless one is given again (a sweep and
 # a Slurm requeue resume with --resume alone), and may take a new one (WANDB_MODE=disabled turns off a saved --track)
 RESUME_FREE = ("save_model", "capture_video", "checkpoint_frequency", "track", "wandb_project_name", "wandb_entity")
@@ -54,6 +56,34 @@ def make_run_dir(run_name: str) -> str:
         except FileExistsError:
             n += 1
             path = f"runs/{run_name}-{n}"
+
+
+_held_locks: dict[str, int] = {}  # run directory -> the open lock file of this process
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """One run directory, one process: an exclusive lock on `{run_dir}/.lock` (holding the pid), held until this
+    process exits, when the kernel releases it (also on kill -9), or calls `unlock_run_dir`. A second process gets a
+    one-line error. Taken again by the same process (tests run the scripts in-process), the old lock is let go first."""
+    path = os.path.realpath(os.path.join(run_dir, LOCK_FILE))
+    if path in _held_locks:
+        os.close(_held_locks.pop(path))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SystemExit(f"error: {run_dir} is in use by another process (pid {holder}): one run directory, one process")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[path] = fd
+
+
+def unlock_run_dir(run_dir: str) -> None:
+    fd = _held_locks.pop(os.path.realpath(os.path.join(run_dir, LOCK_FILE)), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def filled_rows(tensor: torch.Tensor, n: int) -> torch.Tensor:

@@ -3,6 +3,8 @@
 import glob
 import os
 import signal
+import subprocess
+import sys
 
 import gymnasium as gym
 import pytest
@@ -168,3 +170,28 @@ def test_resume_alone_keeps_every_flag_and_a_typed_default_is_not_ignored(run_sc
     resumed = run_script(script, "--resume", run_dir)
     assert resumed["args"].save_model and resumed["args"].checkpoint_frequency == 10000
     assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 800  # the final policy
+
+
+# another process holding a run directory's lock as a script does (common/resume.py lock_run_dir), without torch's import
+HOLD_LOCK = """import fcntl, os, sys, time
+lock = open(sys.argv[1], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.write(f"{os.getpid()}\\n")
+lock.flush()
+print("held", flush=True)
+time.sleep(60)"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_one_run_directory_one_process(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, f"{run_dir}/.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(SystemExit, match=rf"^error: {run_dir} is in use by another process \(pid {holder.pid}\)"):
+            run_script(script, "--resume", run_dir)
+        assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 400  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_script(script, "--resume", run_dir)["global_step"] == 800  # a dead holder holds nothing
