@@ -30,6 +30,7 @@ from common.resume import (
     load_file,
     lock_run_dir,
     make_run_dir,
+    mark_complete,
     resumed_args,
     rng_state,
     save_state,
@@ -749,22 +750,27 @@ if __name__ == "__main__":
                     },
                 )
                 if stop.signal:
+                    if args.save_model:
+                        save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
                     print(f"stopped at step {global_step}, state saved: continue with --resume {run_dir}", flush=True)
                     raise SystemExit(128 + stop.signal)  # 130 for SIGINT, 143 for SIGTERM, as shells expect
-        if os.path.exists(f"{run_dir}/{STATE_FILE}"):  # complete: nothing left to resume
-            os.remove(f"{run_dir}/{STATE_FILE}")
-    finally:
-        stop.restore()
-        if args.save_model and global_step > start_step:
+
+        # the budget is reached: what the run hands over, then the end of the run, with a signal now waiting for both
+        # (a second one exits at once, the state kept: a resumed run repeats the steps since it was saved, then these)
+        if args.save_model:
             save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
             print(f"model saved to {checkpoint_path}")
-        if args.capture_video and not stop.signal:
+        if args.capture_video:
             evaluate(
                 actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
             )
             if args.track:  # not monitor_gym: it breaks on gymnasium 1.x's RecordVideo (wandb/wandb#9947)
                 for path in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
                     wandb.log({"videos": wandb.Video(path)})
+        writer.flush()
+        mark_complete(run_dir, global_step)
+    finally:
+        stop.restore()
         env.close()
         writer.close()
         unlock_run_dir(run_dir)

@@ -20,6 +20,7 @@ import torch
 STATE_VERSION = 1  # bump when the state's layout changes: an older state is then refused with a one-line error
 STATE_FILE = "state.pt"
 LOCK_FILE = ".lock"
+COMPLETE_FILE = "complete"  # written once a run reached its budget and wrote everything it hands over; then the state goes
 # flags that change what a run writes, not its result: a resumed run keeps its own unless one is given again (a sweep and
 # a Slurm requeue resume with --resume alone), and may take a new one (WANDB_MODE=disabled turns off a saved --track)
 RESUME_FREE = ("save_model", "capture_video", "checkpoint_frequency", "track", "wandb_project_name", "wandb_entity")
@@ -127,13 +128,25 @@ def save_state(path: str, state: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def mark_complete(run_dir: str, global_step: int) -> None:
+    """The end of a run, called after its final checkpoint and video: the `complete` marker (what a sweep reads: a run
+    that has it is never run again), then its state is removed. Killed before, the run keeps its state and resumes."""
+    with open(f"{run_dir}/{COMPLETE_FILE}.tmp", "w") as f:
+        f.write(f"{global_step}\n")
+    os.replace(f"{run_dir}/{COMPLETE_FILE}.tmp", f"{run_dir}/{COMPLETE_FILE}")
+    if os.path.exists(f"{run_dir}/{STATE_FILE}"):
+        os.remove(f"{run_dir}/{STATE_FILE}")
+
+
 def load_file(path: str, script: str, what: str) -> dict:
     """A checkpoint or state file of `script`, read without unpickling (memory-mapped: a large replay buffer is copied
     into place from the file, never held twice), or a one-line error saying why it cannot be used."""
+    complete = os.path.join(os.path.dirname(path), COMPLETE_FILE)
+    if what == "state" and not os.path.isfile(path) and os.path.isfile(complete):
+        with open(complete) as f:
+            raise SystemExit(f"error: {os.path.dirname(path)} is complete (step {f.read().strip()}): nothing to resume")
     if not os.path.isfile(path):
-        raise SystemExit(
-            f"error: {path}: no such file" + (" (a run that completed removes its state)" if what == "state" else "")
-        )
+        raise SystemExit(f"error: {path}: no such file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # empty, truncated, not a torch file, or holding objects that need unpickling

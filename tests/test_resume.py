@@ -195,3 +195,45 @@ def test_one_run_directory_one_process(run_script, monkeypatch, script):
         holder.kill()
         holder.wait()
     assert run_script(script, "--resume", run_dir)["global_step"] == 800  # a dead holder holds nothing
+
+
+def signal_in_final_checkpoint(monkeypatch, total: int, signals: int) -> None:
+    """SIGTERM `signals` times as the run starts writing its final checkpoint (the second of step `total`: the first is
+    the last evaluation's, inside the loop). The script's stop handler must be there to catch it."""
+    save, writes = torch.save, []
+
+    def save_and_signal(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "actor" in obj and obj["global_step"] == total:
+            writes.append(f)
+            if len(writes) == 2:
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "a signal here would kill the run"
+                for _ in range(signals):
+                    os.kill(os.getpid(), signal.SIGTERM)
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_and_signal)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_signal_while_the_final_outputs_are_written_loses_nothing(run_script, monkeypatch, script):
+    args = [*PENDULUM, *SPARSITY.get(script, []), "--save-model", "--checkpoint-frequency", "500"]  # a state at 600
+    checkpoint = lambda run_dir: torch.load(glob.glob(f"{run_dir}/[ot]*.pt")[0], weights_only=True)["global_step"]  # noqa: E731
+    # one signal: the final checkpoint is written, the run completes (exit 0), its state goes, the marker stays
+    with monkeypatch.context() as patch:
+        signal_in_final_checkpoint(patch, 800, signals=1)
+        run_script(script, *args, "--exp-name", "one")
+    [run_dir] = glob.glob("runs/*__one__*")
+    assert checkpoint(run_dir) == 800 and not os.path.exists(f"{run_dir}/state.pt")
+    assert open(f"{run_dir}/complete").read() == "800\n"
+    with pytest.raises(SystemExit, match=r"^error: .* is complete \(step 800\): nothing to resume$"):
+        run_script(script, "--resume", run_dir)
+    # two signals: the process exits at once; the state stays (a sweep resumes it), and a resumed run completes
+    with monkeypatch.context() as patch:
+        signal_in_final_checkpoint(patch, 800, signals=2)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *args, "--exp-name", "two")
+    [run_dir] = glob.glob("runs/*__two__*")
+    assert stopped.value.code == 143 and not os.path.exists(f"{run_dir}/complete")
+    assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 600
+    assert run_script(script, "--resume", run_dir)["global_step"] == 800
+    assert checkpoint(run_dir) == 800 and os.path.exists(f"{run_dir}/complete") and not os.path.exists(f"{run_dir}/state.pt")
