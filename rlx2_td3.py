@@ -33,6 +33,7 @@ from common.resume import (
     mark_complete,
     resumed_args,
     rng_state,
+    save_file,
     save_state,
     set_rng_state,
     unlock_run_dir,
@@ -372,7 +373,7 @@ def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, ru
 
 
 def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step):
-    """Written to a temporary file and renamed: an interruption never leaves a half-written checkpoint."""
+    """Written whole or not at all, its sha256 beside it (common/resume.py save_file)."""
     checkpoint = {
         "actor": actor.state_dict(),
         "qf1": qf1.state_dict(),
@@ -382,8 +383,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
         "global_step": global_step,
         "script": SCRIPT,
     }
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    save_file(path, checkpoint)
 
 
 def load_actor(path, env, device):

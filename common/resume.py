@@ -9,6 +9,7 @@ RNG states and arguments are stored as tensors and plain types.
 
 import dataclasses
 import fcntl
+import hashlib
 import os
 import random
 import signal
@@ -122,31 +123,64 @@ def set_rng_state(state: dict, env, env_state: dict) -> None:
     env.unwrapped.np_random.bit_generator.state = env_state
 
 
-def save_state(path: str, state: dict) -> None:
-    """Written to a temporary file and renamed: an interruption never leaves a half-written state."""
-    torch.save({"version": STATE_VERSION, **state}, path + ".tmp")
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
     os.replace(path + ".tmp", path)
+
+
+def read_digests(path: str) -> list[str]:
+    if not os.path.isfile(path + ".sha256"):
+        return []
+    with open(path + ".sha256") as f:
+        return f.read().split()
+
+
+def save_file(path: str, data: dict) -> None:
+    """A checkpoint or state, written to a temporary file and renamed (an interruption never leaves half a file), with
+    its sha256 beside it in `{path}.sha256`, which `load_file` checks. Until the rename, the digest file also lists
+    the digests it held before: killed between the two writes (kill -9), a run keeps a pair that loads."""
+    torch.save(data, path + ".tmp")
+    digest, before = sha256(path + ".tmp"), read_digests(path)
+    write_text(path + ".sha256", "\n".join([digest, *before]) + "\n")
+    os.replace(path + ".tmp", path)
+    write_text(path + ".sha256", digest + "\n")
+
+
+def save_state(path: str, state: dict) -> None:
+    save_file(path, {"version": STATE_VERSION, **state})
 
 
 def mark_complete(run_dir: str, global_step: int) -> None:
     """The end of a run, called after its final checkpoint and video: the `complete` marker (what a sweep reads: a run
     that has it is never run again), then its state is removed. Killed before, the run keeps its state and resumes."""
-    with open(f"{run_dir}/{COMPLETE_FILE}.tmp", "w") as f:
-        f.write(f"{global_step}\n")
-    os.replace(f"{run_dir}/{COMPLETE_FILE}.tmp", f"{run_dir}/{COMPLETE_FILE}")
-    if os.path.exists(f"{run_dir}/{STATE_FILE}"):
-        os.remove(f"{run_dir}/{STATE_FILE}")
+    write_text(f"{run_dir}/{COMPLETE_FILE}", f"{global_step}\n")
+    for name in (STATE_FILE, f"{STATE_FILE}.sha256"):
+        if os.path.exists(f"{run_dir}/{name}"):
+            os.remove(f"{run_dir}/{name}")
 
 
 def load_file(path: str, script: str, what: str) -> dict:
-    """A checkpoint or state file of `script`, read without unpickling (memory-mapped: a large replay buffer is copied
-    into place from the file, never held twice), or a one-line error saying why it cannot be used."""
+    """A checkpoint or state file of `script`, its digest checked (memory-mapped reads skip the zip's checksums),
+    read without unpickling (memory-mapped: a large replay buffer is copied into place from the file, never held
+    twice), or a one-line error saying why it cannot be used."""
     complete = os.path.join(os.path.dirname(path), COMPLETE_FILE)
     if what == "state" and not os.path.isfile(path) and os.path.isfile(complete):
         with open(complete) as f:
             raise SystemExit(f"error: {os.path.dirname(path)} is complete (step {f.read().strip()}): nothing to resume")
     if not os.path.isfile(path):
         raise SystemExit(f"error: {path}: no such file")
+    digests = read_digests(path)  # none: a file written before digests, or a checkpoint copied without its own
+    if digests and sha256(path) not in digests:
+        raise SystemExit(f"error: {path} is damaged: its sha256 is not the one written beside it in {path}.sha256")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # empty, truncated, not a torch file, or holding objects that need unpickling

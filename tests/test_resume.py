@@ -3,13 +3,17 @@
 import glob
 import os
 import signal
+import struct
 import subprocess
 import sys
+import zipfile
 
 import gymnasium as gym
 import pytest
 import torch
 from conftest import logged_scalars
+
+from common.resume import load_file, read_digests, save_file
 
 HOPPER = ["--env-id", "Hopper-v4", "--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32",
           "--topology-interval", "100", "--eval-frequency", "250", "--eval-episodes", "2", "--checkpoint-frequency", "400"]  # fmt: skip
@@ -237,3 +241,45 @@ def test_a_signal_while_the_final_outputs_are_written_loses_nothing(run_script, 
     assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 600
     assert run_script(script, "--resume", run_dir)["global_step"] == 800
     assert checkpoint(run_dir) == 800 and os.path.exists(f"{run_dir}/complete") and not os.path.exists(f"{run_dir}/state.pt")
+
+
+def flip_a_byte_inside_the_largest_tensor(path: str) -> None:
+    """A flipped bit in a tensor's data: the zip's own checksums are not read by a memory-mapped load."""
+    with zipfile.ZipFile(path) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    with open(path, "r+b") as f:
+        f.seek(largest.header_offset + 26)  # the local header: name and extra field lengths, then the data
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        f.seek(largest.header_offset + 30 + name_length + extra_length + largest.file_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_damaged_state_or_checkpoint_is_refused(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script, "--save-model")
+    checkpoint = f"{run_dir}/{script[:-3]}.pt"
+    for path, argv in ((checkpoint, ["--eval-checkpoint", checkpoint]), (f"{run_dir}/state.pt", ["--resume", run_dir])):
+        flip_a_byte_inside_the_largest_tensor(path)
+        with pytest.raises(SystemExit, match=rf"^error: {path} is damaged: its sha256 is not the one written beside it"):
+            run_script(script, "--env-id", "Pendulum-v1", *argv)
+
+
+def test_a_kill_between_a_file_and_its_digest_leaves_a_pair_that_loads(tmp_path, monkeypatch):
+    path = str(tmp_path / "state.pt")
+    save_file(path, {"args": {}, "step": 1})
+    replace = os.replace
+
+    def killed_before_the_rename(source, target):  # kill -9 after the digest file listed both digests
+        if target == path:
+            raise InterruptedError
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed_before_the_rename)
+        with pytest.raises(InterruptedError):
+            save_file(path, {"args": {}, "step": 2})
+    assert load_file(path, "any", "checkpoint")["step"] == 1
+    save_file(path, {"args": {}, "step": 3})
+    assert load_file(path, "any", "checkpoint")["step"] == 3 and len(read_digests(path)) == 1
