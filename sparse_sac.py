@@ -5,7 +5,6 @@
 import glob
 import importlib.util
 import json
-import math
 import os
 import random
 import time
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from common.checks import check_buffer_fits, check_finite
 from common.distributions import er_densities, erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import TopKTargets, reset_adam_moments, sparsify
@@ -36,6 +36,7 @@ from common.resume import (
     save_file,
     save_state,
     set_rng_state,
+    stop_if_diverged,
     unlock_run_dir,
 )
 from common.speed import LeanAdam
@@ -153,6 +154,8 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
     if not isinstance(env_kwargs, dict):
         raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    if "render_mode" in env_kwargs:  # "human" opens a window per env (or aborts without a display)
+        raise SystemExit("error: --env-kwargs: render_mode is the script's (rgb_array with --capture-video)")
     try:
         env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
     except gym.error.Error as e:
@@ -175,9 +178,7 @@ def check_args(args: Args) -> gym.Env:
         raise SystemExit("error: --track logs a training run; --eval-checkpoint only prints a return")
     if args.track and importlib.util.find_spec("wandb") is None:
         raise SystemExit("error: --track needs wandb: pip install wandb")
-    for name, value in vars(args).items():
-        if isinstance(value, float) and math.isnan(value):
-            raise SystemExit(f"error: --{name.replace('_', '-')} is nan")
+    check_finite(args)
     if not 0 < args.tau <= 1 or not 0 <= args.gamma <= 1:
         raise SystemExit(f"error: need 0 < --tau <= 1 and 0 <= --gamma <= 1, got {args.tau} and {args.gamma}")
     for name in NON_NEGATIVE:
@@ -187,6 +188,11 @@ def check_args(args: Args) -> gym.Env:
                  "buffer_size", "eval_episodes", "checkpoint_frequency"):  # fmt: skip
         if getattr(args, name) <= 0:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.topology_end is not None and args.topology_end < 0:
+        raise SystemExit(f"error: --topology-end must be >= 0, got {args.topology_end}")
+    if args.batch_size > args.buffer_size:
+        raise SystemExit(f"error: --batch-size must be <= --buffer-size (a batch is drawn from it), got {args.batch_size}")
+    check_buffer_fits(ReplayBuffer, args.buffer_size, env, args.cuda and torch.cuda.is_available())
     if not 0 <= args.learning_starts < args.total_timesteps:
         raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
     if not 0 <= args.drop_fraction < 1:
@@ -621,6 +627,7 @@ if __name__ == "__main__":
 
                 if topology_step:
                     log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
+                stop_if_diverged(global_step, run_dir, [qf_loss, actor_loss])  # a sync the next action's .cpu() makes anyway
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
                     writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
@@ -635,6 +642,7 @@ if __name__ == "__main__":
                     writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)), global_step)
 
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                stop_if_diverged(global_step, run_dir, actor_params + critic_params)
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
                 eval_means.append(float(np.mean(eval_returns)))
@@ -653,6 +661,7 @@ if __name__ == "__main__":
 
             # the full training state, at an episode end: every --checkpoint-frequency steps, and when asked to stop
             if (terminated or truncated) and (stop.signal or global_step - saved_step >= args.checkpoint_frequency):
+                stop_if_diverged(global_step, run_dir, actor_params + critic_params)
                 saved_step = global_step
                 save_state(
                     f"{run_dir}/{STATE_FILE}",

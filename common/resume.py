@@ -159,6 +159,16 @@ def save_state(path: str, state: dict) -> None:
     save_file(path, {"version": STATE_VERSION, **state})
 
 
+def stop_if_diverged(step: int, run_dir: str, tensors: list[torch.Tensor]) -> None:
+    """A loss or weights gone nan or inf stop the run with a one-line error, before anything more is saved: the last
+    state stays the last good one. One device sync: the scripts check the losses after every update (the transfer of
+    the next action to the CPU waits for the update anyway, and SAC's next action would fail on a nan actor), the
+    weights at each evaluation and before each state save."""
+    if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        kept = f"; the state saved before stays in {run_dir}/{STATE_FILE}" if os.path.exists(f"{run_dir}/{STATE_FILE}") else ""
+        raise SystemExit(f"error: training diverged (nan or inf) by step {step}: stopped{kept}")
+
+
 def mark_complete(run_dir: str, global_step: int) -> None:
     """The end of a run, called after its final checkpoint and video: the `complete` marker (what a sweep reads: a run
     that has it is never run again), then its state is removed. Killed before, the run keeps its state and resumes."""

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -283,3 +284,39 @@ def test_a_kill_between_a_file_and_its_digest_leaves_a_pair_that_loads(tmp_path,
     assert load_file(path, "any", "checkpoint")["step"] == 1
     save_file(path, {"args": {}, "step": 3})
     assert load_file(path, "any", "checkpoint")["step"] == 3 and len(read_digests(path)) == 1
+
+
+def nan_rewards_from(monkeypatch, step: int) -> None:
+    """Every env made from now on returns a nan reward from its `step`-th step on (a broken env, or a diverging run)."""
+    make = gym.make
+
+    def make_and_poison(*args, **kwargs):
+        env = make(*args, **kwargs)
+        step_env, count = env.step, [0]
+
+        def step_with_nan(action):
+            count[0] += 1
+            obs, reward, terminated, truncated, info = step_env(action)
+            return obs, float("nan") if count[0] >= step else reward, terminated, truncated, info
+
+        env.step = step_with_nan
+        return env
+
+    monkeypatch.setattr(gym, "make", make_and_poison)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_loss_gone_nan_stops_the_run_keeping_the_last_good_state(run_script, monkeypatch, script):
+    with monkeypatch.context() as patch:
+        nan_rewards_from(patch, 450)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *PENDULUM, *SPARSITY.get(script, []), "--checkpoint-frequency", "300", "--save-model")
+    [run_dir] = glob.glob("runs/*")
+    # found at the first update whose batch holds a nan reward, soon after step 450
+    step = re.fullmatch(rf"error: training diverged \(nan or inf\) by step (\d+): stopped; the state saved before stays in "
+                        rf"{run_dir}/state.pt", str(stopped.value))  # fmt: skip
+    assert step and 450 <= int(step[1]) < 500, str(stopped.value)
+    state = torch.load(f"{run_dir}/state.pt", weights_only=True)
+    assert state["global_step"] == 400 and all(w.isfinite().all() for w in state["networks"]["actor"].values())
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 400  # the last evaluation's
+    assert not os.path.exists(f"{run_dir}/complete")

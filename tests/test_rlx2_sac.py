@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sparse_invariants, logged_scalars
+from conftest import BAD_INPUTS, assert_sparse_invariants, logged_scalars
 from test_resume import assert_same_run, signal_at
 
 import common.topology
@@ -189,7 +189,7 @@ def test_kernel_backend_matches_the_masked_path(run_script):
 @pytest.mark.parametrize("bad", [["--env-id", "Pendulum-v1"], ["--critic-sparsity", "1"], ["--topology", "magic"],
                                  ["--n-step", "0"], ["--buffer-min-size", "4000000"], ["--env-id", "CartPole-v1"],
                                  ["--alpha", "-0.1"], ["--learning-rate", "nan"], ["--env-id", "DictObservations-v0"],
-                                 ["--resume", "x", "--eval-checkpoint", "y"]])  # fmt: skip
+                                 ["--resume", "x", "--eval-checkpoint", "y"], ["--alpha", "inf"], *BAD_INPUTS])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("rlx2_sac.py", *bad)

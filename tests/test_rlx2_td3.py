@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sparse_invariants, logged_scalars
+from conftest import BAD_INPUTS, assert_sparse_invariants, logged_scalars
 
 from common.kernels import KernelLinear
 from common.masks import magnitude_mask
@@ -183,7 +183,7 @@ def test_training_run_matches_the_masked_path(run_script):
                                  ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"],
                                  ["--sparse-backend", "sparse"],
                                  ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
-                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--exploration-noise", "-0.1"], ["--policy-distance-threshold", "-1"]])  # fmt: skip
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--exploration-noise", "-0.1"], ["--policy-distance-threshold", "-1"], *BAD_INPUTS])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("rlx2_td3.py", *bad)
