@@ -625,7 +625,10 @@ if __name__ == "__main__":
                         ((actor(rb.obs[oldest]) - rb.behaviour_actions[oldest]) / actor.action_scale) ** 2
                     ).mean().item() / 2
                 if policy_distance > args.policy_distance_threshold and rb.size > args.buffer_min_size:
-                    rb.shrink(args.buffer_drop_fraction, args.buffer_min_size if args.clamp_buffer_min else 0)
+                    # never below n transitions, an n-step window's length: the released code, whose minimum (1e5) is far
+                    # above n, never gets there; a minimum within 10% of n would, and sampling would fail
+                    floor = max(args.n_step, args.buffer_min_size if args.clamp_buffer_min else 0)
+                    rb.shrink(args.buffer_drop_fraction, floor)
                 writer.add_scalar("buffer/policy_distance", policy_distance, global_step)
                 writer.add_scalar("buffer/size", rb.size, global_step)
                 writer.add_scalar("buffer/capacity", rb.capacity, global_step)

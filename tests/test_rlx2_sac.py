@@ -207,3 +207,13 @@ def test_learns_pendulum(run_script, sparsity):
                    "--topology-interval", "1000", "--delay-nstep", "1000", "--buffer-min-size", "2000",
                    "--buffer-check-interval", "1000", "--eval-frequency", "5000", "--eval-episodes", "5")  # fmt: skip
     assert np.mean(g["eval_returns"]) > -700
+
+
+def test_a_shrink_leaves_the_n_transitions_an_n_step_window_needs(run_script):
+    """--n-step 20 --buffer-min-size 20: a shrink of 90% at 50 or 70 transitions would leave 5 or 7; it leaves 20."""
+    g = run_script("rlx2_sac.py", "--env-id", "Pendulum-v1", "--actor-sparsity", "0.9", "--critic-sparsity", "0.9",
+                   "--total-timesteps", "400", "--learning-starts", "100", "--batch-size", "32", "--eval-episodes", "1",
+                   "--n-step", "20", "--delay-nstep", "0", "--buffer-min-size", "20", "--buffer-size", "1000",
+                   "--buffer-check-interval", "50", "--policy-distance-threshold", "0", "--buffer-drop-fraction", "0.9")  # fmt: skip
+    sizes = logged_scalars(glob.glob("runs/*")[0])["buffer/size"]
+    assert g["global_step"] == 400 and sizes == [20] * 8  # each check, every 50 steps, after its shrink
