@@ -2,7 +2,6 @@
 # paper's appendix. Its authors released no SAC code; every choice the appendix leaves open is named in a comment here.
 # SAC whose actor and critics are sparse from scratch (Erdos-Renyi masks on the first two layers) and change topology
 # during training (SET: drop the weights closest to zero, regrow at random).
-import glob
 import importlib.util
 import json
 import os
@@ -31,16 +30,16 @@ from common.resume import (
     lock_run_dir,
     make_run_dir,
     mark_complete,
+    restore_state,
     resumed_args,
-    rng_state,
     save_file,
     save_state,
-    set_rng_state,
     stop_if_diverged,
     unlock_run_dir,
 )
 from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
+from common.tracking import init_tracking, log_videos
 
 # (eps1, eps2) of the ER init per env family, from the DS-SAC table of the paper's appendix
 ER_EPSILONS = {"HalfCheetah": (12, 80), "Walker2d": (12, 80), "Hopper": (7, 20), "Ant": (30, 64), "Humanoid": (61, 64)}
@@ -472,20 +471,8 @@ if __name__ == "__main__":
     run_dir = args.resume or make_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
     lock_run_dir(run_dir)  # one run directory, one process
     run_name = os.path.basename(os.path.normpath(run_dir))
-    wandb_run_id = state.get("wandb_run_id") if args.resume else None  # a resumed run goes on in its W&B run
-    if args.track:
-        import wandb
-
-        wandb_run_id = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,  # before the SummaryWriter is made: W&B mirrors everything it writes
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-            id=wandb_run_id,  # None: a new W&B run
-            resume="allow",
-        ).id
+    # --track: W&B, before the SummaryWriter (it mirrors what the writer writes); a resumed run goes on in its W&B run
+    wandb_run_id = init_tracking(args, run_name, state.get("wandb_run_id") if args.resume else None)
     # events a resumed run logged after its saved step (before it stopped) are dropped
     writer = SummaryWriter(run_dir, purge_step=state["global_step"] + 1 if args.resume else None)
     if not args.resume:
@@ -515,18 +502,9 @@ if __name__ == "__main__":
         **({"log_alpha": [log_alpha]} if args.autotune else {}),
     }
     if args.resume:  # everything the loop reads, as it was at the episode end where the run stopped
-        for name, network in networks.items():
-            network.load_state_dict(state["networks"][name])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        with torch.no_grad():
-            for name, tensors in in_place.items():
-                for tensor, saved in zip(tensors, state["in_place"][name], strict=True):
-                    tensor.copy_(saved)
+        restore_state(state, env, networks, optimizers, in_place, rb)
         alpha = log_alpha.exp().item() if args.autotune else args.alpha
-        rb.load_state_dict(state["buffer"])
         global_step, eval_means, last_return = state["global_step"], state["eval_means"], state["last_return"]
-        set_rng_state(state["rng"], env, state["env_rng"])
         obs, _ = env.reset()  # the reset that began the next episode, from the same generator state
         print(f"{run_dir}: resumed at step {global_step}", flush=True)
     else:
@@ -663,23 +641,9 @@ if __name__ == "__main__":
             if (terminated or truncated) and (stop.signal or global_step - saved_step >= args.checkpoint_frequency):
                 stop_if_diverged(global_step, run_dir, actor_params + critic_params)
                 saved_step = global_step
-                save_state(
-                    f"{run_dir}/{STATE_FILE}",
-                    {
-                        "script": SCRIPT,
-                        "args": vars(args),
-                        "global_step": global_step,
-                        "networks": {name: network.state_dict() for name, network in networks.items()},
-                        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-                        "in_place": in_place,
-                        "buffer": rb.state_dict(),
-                        "eval_means": eval_means,
-                        "last_return": last_return,
-                        "rng": rng_state(env),
-                        "env_rng": reset_rng,
-                        "wandb_run_id": wandb_run_id,
-                    },
-                )
+                save_state(f"{run_dir}/{STATE_FILE}", SCRIPT, args, env, reset_rng, networks, optimizers, in_place, rb,
+                           global_step=global_step, eval_means=eval_means, last_return=last_return,
+                           wandb_run_id=wandb_run_id)  # fmt: skip
                 if stop.signal:
                     if args.save_model:
                         save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
@@ -695,9 +659,8 @@ if __name__ == "__main__":
             evaluate(
                 actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
             )
-            if args.track:  # not monitor_gym: it breaks on gymnasium 1.x's RecordVideo (wandb/wandb#9947)
-                for path in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
-                    wandb.log({"videos": wandb.Video(path)})
+            if args.track:
+                log_videos(f"videos/{run_name}")
         writer.flush()
         mark_complete(run_dir, global_step)
     finally:

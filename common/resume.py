@@ -155,8 +155,39 @@ def save_file(path: str, data: dict) -> None:
     write_text(path + ".sha256", digest + "\n")
 
 
-def save_state(path: str, state: dict) -> None:
-    save_file(path, {"version": STATE_VERSION, **state})
+def save_state(path, script, args, env, env_rng, networks, optimizers, in_place, buffer, **loop) -> None:
+    """The training state of `script` at an episode end: its arguments, the state dicts of its networks, optimizers
+    and replay buffer, the tensors the loop holds in place (masks and the like), every random generator (the env's
+    as it was before the reset that began the next episode: `env_rng`), and the loop's own variables (`loop`: plain
+    types or tensors), which `load_file` returns as saved."""
+    state = {
+        "version": STATE_VERSION,
+        "script": script,
+        "args": vars(args),
+        "networks": {name: network.state_dict() for name, network in networks.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "in_place": in_place,
+        "buffer": buffer.state_dict(),
+        "rng": rng_state(env),
+        "env_rng": env_rng,
+        **loop,
+    }
+    save_file(path, state)
+
+
+def restore_state(state: dict, env, networks, optimizers, in_place, buffer) -> None:
+    """Puts back what `save_state` saved but the loop's own variables, which the script reads from `state`; the
+    script then repeats the env's reset that began the next episode."""
+    for name, network in networks.items():
+        network.load_state_dict(state["networks"][name])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    with torch.no_grad():  # in place: the topology update and the targets hold these tensors
+        for name, tensors in in_place.items():
+            for tensor, saved in zip(tensors, state["in_place"][name], strict=True):
+                tensor.copy_(saved)
+    buffer.load_state_dict(state["buffer"])
+    set_rng_state(state["rng"], env, state["env_rng"])
 
 
 def stop_if_diverged(step: int, run_dir: str, tensors: list[torch.Tensor]) -> None:
