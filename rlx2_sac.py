@@ -2,7 +2,6 @@
 # authors released a SAC variant beside the TD3 one (tyq1024/RLx2, `RLx2_SAC/`) and report both (Table 1).
 # SAC with every weight matrix sparse from scratch (ERK), gradient-based topology evolution (RigL), delayed multi-step
 # soft TD targets and a dynamic-capacity replay buffer. Defaults follow the paper and the released SAC code.
-import importlib.util
 import json
 import math
 import os
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from common.checks import check_buffer_fits, check_finite
+from common.checks import check_arguments
 from common.distributions import erk_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.kernels import request_dense_gradients, use_kernels
@@ -49,7 +48,6 @@ LOG_STD_MAX, LOG_STD_MIN = 2, -5  # released `log_std_bounds`
 
 SCORE_WINDOW = 30  # the published score: mean of the last 30 evaluations (Tan et al. 2023)
 SCRIPT = "rlx2_sac"  # names the checkpoints and states this script writes, so another script refuses them
-NON_NEGATIVE = ("learning_rate", "alpha", "policy_distance_threshold")
 
 
 @dataclass
@@ -160,6 +158,21 @@ class Args:
     weights only, same results (common/kernels.py)"""
 
 
+# the bounds of the arguments, checked before anything is written (common/checks.py): an interval, or the values allowed
+BOUNDS = {
+    **dict.fromkeys(("checkpoint_frequency", "total_timesteps", "buffer_size", "batch_size",
+                     "eval_frequency", "eval_episodes", "topology_interval", "n_step", "buffer_min_size",
+                     "buffer_check_interval", "buffer_check_size"), "(0, inf)"),
+    **dict.fromkeys(("learning_rate", "learning_starts", "alpha", "topology_end",
+                     "delay_nstep", "policy_distance_threshold"), "[0, inf)"),
+    **dict.fromkeys(("actor_sparsity", "critic_sparsity", "drop_fraction", "buffer_drop_fraction"), "[0, 1)"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+    "topology": ("rigl", "set", "static"),
+    "sparse_backend": ("masked", "kernel"),
+}  # fmt: skip
+
+
 def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
@@ -175,24 +188,7 @@ def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
 
 def check_args(args: Args) -> gym.Env:
     """Fail before any training with a one-line reason; returns the training env."""
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
-    if not isinstance(env_kwargs, dict):
-        raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
-    if "render_mode" in env_kwargs:  # "human" opens a window per env (or aborts without a display)
-        raise SystemExit("error: --env-kwargs: render_mode is the script's (rgb_array with --capture-video)")
-    try:
-        env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
-    except gym.error.Error as e:
-        raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
-    except TypeError as e:  # a keyword the env does not take
-        raise SystemExit(f"error: --env-kwargs: {e}") from None
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise SystemExit(f"error: {args.env_id} observations are {env.observation_space}; these networks need a flat Box")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; SAC needs Box")
+    env = check_arguments(args, BOUNDS, make_env, ReplayBuffer, "SAC")  # the env, the bounds, the buffer's memory
     family = args.env_id.split("-")[0]
     if (
         (args.actor_sparsity is None or args.critic_sparsity is None)
@@ -200,47 +196,12 @@ def check_args(args: Args) -> gym.Env:
         and not args.eval_checkpoint
     ):
         raise SystemExit(f"error: no published sparsity for {args.env_id}: give --actor-sparsity and --critic-sparsity")
-    for name in ("actor_sparsity", "critic_sparsity"):
-        if getattr(args, name) is not None and not 0 <= getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
-    if args.resume and args.eval_checkpoint:
-        raise SystemExit("error: give --resume or --eval-checkpoint, not both")
-    if args.track and args.eval_checkpoint:
-        raise SystemExit("error: --track logs a training run; --eval-checkpoint only prints a return")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise SystemExit("error: --track needs wandb: pip install wandb")
-    check_finite(args)
-    if not 0 < args.tau <= 1 or not 0 <= args.gamma <= 1:
-        raise SystemExit(f"error: need 0 < --tau <= 1 and 0 <= --gamma <= 1, got {args.tau} and {args.gamma}")
-    for name in NON_NEGATIVE:
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("total_timesteps", "batch_size", "eval_frequency", "topology_interval", "buffer_size",
-                 "n_step", "buffer_min_size", "buffer_check_interval", "buffer_check_size", "eval_episodes",
-                 "checkpoint_frequency"):  # fmt: skip
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.n_step > args.buffer_min_size or args.buffer_min_size > args.buffer_size:
         raise SystemExit("error: need --n-step <= --buffer-min-size <= --buffer-size")
-    if not 0 <= args.delay_nstep:
-        raise SystemExit(f"error: --delay-nstep must be >= 0, got {args.delay_nstep}")
     if args.learning_starts + max(args.delay_nstep, 1) < args.n_step:
         raise SystemExit("error: the first n-step target needs n stored transitions: raise --learning-starts or --delay-nstep")
-    if args.topology_end is not None and args.topology_end < 0:
-        raise SystemExit(f"error: --topology-end must be >= 0, got {args.topology_end}")
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size must be <= --buffer-size (a batch is drawn from it), got {args.batch_size}")
-    check_buffer_fits(ReplayBuffer, args.buffer_size, env, args.cuda and torch.cuda.is_available())
-    if not 0 <= args.learning_starts < args.total_timesteps:
-        raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
-    if not 0 <= args.drop_fraction < 1 or not 0 <= args.buffer_drop_fraction < 1:
-        raise SystemExit("error: --drop-fraction and --buffer-drop-fraction must be in [0, 1)")
-    if args.sparse_backend not in ("masked", "kernel"):
-        raise SystemExit(f"error: --sparse-backend must be 'masked' or 'kernel', got {args.sparse_backend!r}")
     if args.sparse_backend == "kernel" and args.cuda and torch.cuda.is_available():
         raise SystemExit("error: --sparse-backend kernel runs on the CPU: add --no-cuda (the GPU uses the masked path)")
-    if args.topology not in ("rigl", "set", "static"):
-        raise SystemExit(f"error: --topology must be 'rigl', 'set' or 'static', got {args.topology!r}")
     return env
 
 

@@ -1,7 +1,6 @@
 # DS-TD3: "Dynamic Sparse Training for Deep Reinforcement Learning", Sokar, Mocanu, Mocanu, Pechenizkiy, Stone (IJCAI 2022).
 # TD3 whose actor and critics are sparse from scratch (Erdos-Renyi masks on the first two layers) and change topology
 # during training (SET: drop the weights closest to zero, regrow at random). Defaults follow the paper and its released code.
-import importlib.util
 import json
 import os
 import random
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-from common.checks import check_buffer_fits, check_finite
+from common.checks import check_arguments
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import TopKTargets, reset_adam_moments, sparsify
@@ -46,7 +45,6 @@ SPARSE_LAYERS = ("fc1.weight", "fc2.weight")  # DS-TD3 sparsifies the first two 
 
 SCORE_WINDOW = 10  # the published score: mean of the last 10 evaluations (Sokar et al. 2022)
 SCRIPT = "sparse_td3"  # names the checkpoints and states this script writes, so another script refuses them
-NON_NEGATIVE = ("learning_rate", "weight_decay", "policy_noise", "exploration_noise", "noise_clip")
 
 
 @dataclass
@@ -134,6 +132,20 @@ class Args:
     """improvement (jaxpruner): zero Adam's moments of grown connections; the released code keeps them warm"""
 
 
+# the bounds of the arguments, checked before anything is written (common/checks.py): an interval, or the values allowed
+BOUNDS = {
+    **dict.fromkeys(("checkpoint_frequency", "total_timesteps", "buffer_size", "batch_size", "policy_frequency",
+                     "eval_frequency", "eval_episodes", "er_epsilons", "topology_interval"), "(0, inf)"),
+    **dict.fromkeys(("learning_rate", "weight_decay", "policy_noise", "exploration_noise", "learning_starts", "noise_clip",
+                     "topology_end"), "[0, inf)"),
+    **dict.fromkeys(("sparsity", "drop_fraction"), "[0, 1)"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+    "sparsity_distribution": ("er", "uniform"),
+    "target_topology": ("top-k", "online"),
+}  # fmt: skip
+
+
 def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
@@ -149,61 +161,11 @@ def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
 
 def check_args(args: Args) -> gym.Env:
     """Fail before any training with a one-line reason; returns the training env."""
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
-    if not isinstance(env_kwargs, dict):
-        raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
-    if "render_mode" in env_kwargs:  # "human" opens a window per env (or aborts without a display)
-        raise SystemExit("error: --env-kwargs: render_mode is the script's (rgb_array with --capture-video)")
-    try:
-        env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
-    except gym.error.Error as e:
-        raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
-    except TypeError as e:  # a keyword the env does not take
-        raise SystemExit(f"error: --env-kwargs: {e}") from None
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise SystemExit(f"error: {args.env_id} observations are {env.observation_space}; these networks need a flat Box")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs Box")
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        raise SystemExit(f"error: --sparsity must be in [0, 1), got {args.sparsity}")
+    env = check_arguments(args, BOUNDS, make_env, ReplayBuffer, "TD3")  # the env, the bounds, the buffer's memory
     if args.sparsity is not None and args.er_epsilons is not None:
         raise SystemExit("error: give --sparsity or --er-epsilons, not both")
-    if args.er_epsilons is not None and min(args.er_epsilons) <= 0:
-        raise SystemExit(f"error: --er-epsilons must be positive, got {args.er_epsilons}")
-    if args.resume and args.eval_checkpoint:
-        raise SystemExit("error: give --resume or --eval-checkpoint, not both")
-    if args.track and args.eval_checkpoint:
-        raise SystemExit("error: --track logs a training run; --eval-checkpoint only prints a return")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise SystemExit("error: --track needs wandb: pip install wandb")
-    check_finite(args)
-    if not 0 < args.tau <= 1 or not 0 <= args.gamma <= 1:
-        raise SystemExit(f"error: need 0 < --tau <= 1 and 0 <= --gamma <= 1, got {args.tau} and {args.gamma}")
-    for name in NON_NEGATIVE:
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("total_timesteps", "batch_size", "policy_frequency", "eval_frequency", "topology_interval", "buffer_size",
-                 "eval_episodes", "checkpoint_frequency"):  # fmt: skip
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.topology_interval % args.policy_frequency:
         raise SystemExit("error: --topology-interval must be a multiple of --policy-frequency (the actor updates then)")
-    if args.topology_end is not None and args.topology_end < 0:
-        raise SystemExit(f"error: --topology-end must be >= 0, got {args.topology_end}")
-    if args.batch_size > args.buffer_size:
-        raise SystemExit(f"error: --batch-size must be <= --buffer-size (a batch is drawn from it), got {args.batch_size}")
-    check_buffer_fits(ReplayBuffer, args.buffer_size, env, args.cuda and torch.cuda.is_available())
-    if not 0 <= args.learning_starts < args.total_timesteps:
-        raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
-    if not 0 <= args.drop_fraction < 1:
-        raise SystemExit(f"error: --drop-fraction must be in [0, 1), got {args.drop_fraction}")
-    if args.sparsity_distribution not in ("er", "uniform"):
-        raise SystemExit(f"error: --sparsity-distribution must be 'er' or 'uniform', got {args.sparsity_distribution!r}")
-    if args.target_topology not in ("top-k", "online"):
-        raise SystemExit(f"error: --target-topology must be 'top-k' or 'online', got {args.target_topology!r}")
     return env
 
 
