@@ -144,6 +144,14 @@ def read_digests(path: str) -> list[str]:
         return f.read().split()
 
 
+def check_digest(path: str) -> None:
+    """A one-line error if `path` is not what `save_file` wrote (memory-mapped reads skip the zip's checksums). A file
+    without a digest beside it (written before digests, or a checkpoint copied alone) is not checked."""
+    digests = read_digests(path)
+    if digests and sha256(path) not in digests:
+        raise SystemExit(f"error: {path} is damaged: its sha256 is not the one written beside it in {path}.sha256")
+
+
 def save_file(path: str, data: dict) -> None:
     """A checkpoint or state, written to a temporary file and renamed (an interruption never leaves half a file), with
     its sha256 beside it in `{path}.sha256`, which `load_file` checks. Until the rename, the digest file also lists
@@ -210,18 +218,16 @@ def mark_complete(run_dir: str, global_step: int) -> None:
 
 
 def load_file(path: str, script: str, what: str) -> dict:
-    """A checkpoint or state file of `script`, its digest checked (memory-mapped reads skip the zip's checksums),
-    read without unpickling (memory-mapped: a large replay buffer is copied into place from the file, never held
-    twice), or a one-line error saying why it cannot be used."""
+    """A checkpoint or state file of `script`, its digest checked (`check_digest`), read without unpickling
+    (memory-mapped: a large replay buffer is copied into place from the file, never held twice), or a one-line error
+    saying why it cannot be used."""
     complete = os.path.join(os.path.dirname(path), COMPLETE_FILE)
     if what == "state" and not os.path.isfile(path) and os.path.isfile(complete):
         with open(complete) as f:
             raise SystemExit(f"error: {os.path.dirname(path)} is complete (step {f.read().strip()}): nothing to resume")
     if not os.path.isfile(path):
         raise SystemExit(f"error: {path}: no such file")
-    digests = read_digests(path)  # none: a file written before digests, or a checkpoint copied without its own
-    if digests and sha256(path) not in digests:
-        raise SystemExit(f"error: {path} is damaged: its sha256 is not the one written beside it in {path}.sha256")
+    check_digest(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # empty, truncated, not a torch file, or holding objects that need unpickling
