@@ -1,4 +1,6 @@
-"""Stop a run with a signal anywhere and resume it: it ends bit for bit where the same run never stopped would."""
+"""Stop a run with a signal anywhere and resume it: it ends bit for bit where the same run never stopped would. And
+what surrounds that: every flag kept on resume, one process per run directory, a signal at the end of a run, damaged
+files, a run that diverges."""
 
 import glob
 import os
