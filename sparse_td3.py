@@ -1,10 +1,7 @@
 # DS-TD3: "Dynamic Sparse Training for Deep Reinforcement Learning", Sokar, Mocanu, Mocanu, Pechenizkiy, Stone (IJCAI 2022).
 # TD3 whose actor and critics are sparse from scratch (Erdos-Renyi masks on the first two layers) and change topology
 # during training (SET: drop the weights closest to zero, regrow at random). Defaults follow the paper and its released code.
-import glob
-import importlib.util
 import json
-import math
 import os
 import random
 import time
@@ -18,6 +15,7 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+from common.checks import check_arguments
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import TopKTargets, reset_adam_moments, sparsify
@@ -27,14 +25,19 @@ from common.resume import (
     env_rng_state,
     filled_rows,
     load_file,
+    lock_run_dir,
     make_run_dir,
+    mark_complete,
+    restore_state,
     resumed_args,
-    rng_state,
+    save_file,
     save_state,
-    set_rng_state,
+    stop_if_diverged,
+    unlock_run_dir,
 )
 from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
+from common.tracking import init_tracking, log_videos
 
 # (eps1, eps2) of the ER init per env family: eps2 = 64 everywhere, eps1 from the paper (Sokar et al. 2022, section 5)
 ER_EPSILONS = {"HalfCheetah": (7, 64), "Hopper": (7, 64), "Walker2d": (7, 64), "Ant": (40, 64), "Humanoid": (61, 64)}
@@ -42,7 +45,6 @@ SPARSE_LAYERS = ("fc1.weight", "fc2.weight")  # DS-TD3 sparsifies the first two 
 
 SCORE_WINDOW = 10  # the published score: mean of the last 10 evaluations (Sokar et al. 2022)
 SCRIPT = "sparse_td3"  # names the checkpoints and states this script writes, so another script refuses them
-NON_NEGATIVE = ("learning_rate", "weight_decay", "policy_noise", "exploration_noise", "noise_clip")
 
 
 @dataclass
@@ -130,6 +132,20 @@ class Args:
     """improvement (jaxpruner): zero Adam's moments of grown connections; the released code keeps them warm"""
 
 
+# the bounds of the arguments, checked before anything is written (common/checks.py): an interval, or the values allowed
+BOUNDS = {
+    **dict.fromkeys(("checkpoint_frequency", "total_timesteps", "buffer_size", "batch_size", "policy_frequency",
+                     "eval_frequency", "eval_episodes", "er_epsilons", "topology_interval"), "(0, inf)"),
+    **dict.fromkeys(("learning_rate", "weight_decay", "policy_noise", "exploration_noise", "learning_starts", "noise_clip",
+                     "topology_end"), "[0, inf)"),
+    **dict.fromkeys(("sparsity", "drop_fraction"), "[0, 1)"),
+    "gamma": "[0, 1]",
+    "tau": "(0, 1]",
+    "sparsity_distribution": ("er", "uniform"),
+    "target_topology": ("top-k", "online"),
+}  # fmt: skip
+
+
 def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
     # One env, reset by hand at episode ends: no vector-env autoreset step to mask out of the buffer.
     if capture_video:
@@ -145,56 +161,11 @@ def make_env(env_id, seed, capture_video=False, run_name="", env_kwargs=None):
 
 def check_args(args: Args) -> gym.Env:
     """Fail before any training with a one-line reason; returns the training env."""
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"error: --env-kwargs is not JSON: {e}") from None
-    if not isinstance(env_kwargs, dict):
-        raise SystemExit(f"error: --env-kwargs must be a JSON object, got {args.env_kwargs!r}")
-    try:
-        env = make_env(args.env_id, args.seed, env_kwargs=env_kwargs)
-    except gym.error.Error as e:
-        raise SystemExit(f"error: unknown or unavailable env id {args.env_id!r}: {e}") from None
-    except TypeError as e:  # a keyword the env does not take
-        raise SystemExit(f"error: --env-kwargs: {e}") from None
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
-        raise SystemExit(f"error: {args.env_id} observations are {env.observation_space}; these networks need a flat Box")
-    if not isinstance(env.action_space, gym.spaces.Box):
-        raise SystemExit(f"error: {args.env_id} has a {type(env.action_space).__name__} action space; TD3 needs Box")
-    if args.sparsity is not None and not 0 <= args.sparsity < 1:
-        raise SystemExit(f"error: --sparsity must be in [0, 1), got {args.sparsity}")
+    env = check_arguments(args, BOUNDS, make_env, ReplayBuffer, "TD3")  # the env, the bounds, the buffer's memory
     if args.sparsity is not None and args.er_epsilons is not None:
         raise SystemExit("error: give --sparsity or --er-epsilons, not both")
-    if args.er_epsilons is not None and min(args.er_epsilons) <= 0:
-        raise SystemExit(f"error: --er-epsilons must be positive, got {args.er_epsilons}")
-    if args.resume and args.eval_checkpoint:
-        raise SystemExit("error: give --resume or --eval-checkpoint, not both")
-    if args.track and args.eval_checkpoint:
-        raise SystemExit("error: --track logs a training run; --eval-checkpoint only prints a return")
-    if args.track and importlib.util.find_spec("wandb") is None:
-        raise SystemExit("error: --track needs wandb: pip install wandb")
-    for name, value in vars(args).items():
-        if isinstance(value, float) and math.isnan(value):
-            raise SystemExit(f"error: --{name.replace('_', '-')} is nan")
-    if not 0 < args.tau <= 1 or not 0 <= args.gamma <= 1:
-        raise SystemExit(f"error: need 0 < --tau <= 1 and 0 <= --gamma <= 1, got {args.tau} and {args.gamma}")
-    for name in NON_NEGATIVE:
-        if getattr(args, name) < 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("total_timesteps", "batch_size", "policy_frequency", "eval_frequency", "topology_interval", "buffer_size",
-                 "eval_episodes", "checkpoint_frequency"):  # fmt: skip
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.topology_interval % args.policy_frequency:
         raise SystemExit("error: --topology-interval must be a multiple of --policy-frequency (the actor updates then)")
-    if not 0 <= args.learning_starts < args.total_timesteps:
-        raise SystemExit("error: --learning-starts must be in [0, total-timesteps): otherwise no update ever happens")
-    if not 0 <= args.drop_fraction < 1:
-        raise SystemExit(f"error: --drop-fraction must be in [0, 1), got {args.drop_fraction}")
-    if args.sparsity_distribution not in ("er", "uniform"):
-        raise SystemExit(f"error: --sparsity-distribution must be 'er' or 'uniform', got {args.sparsity_distribution!r}")
-    if args.target_topology not in ("top-k", "online"):
-        raise SystemExit(f"error: --target-topology must be 'top-k' or 'online', got {args.target_topology!r}")
     return env
 
 
@@ -305,7 +276,7 @@ def evaluate(actor, env_id, eval_episodes, seed, device, capture_video=False, ru
 
 
 def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step):
-    """Written to a temporary file and renamed: an interruption never leaves a half-written checkpoint."""
+    """Written whole or not at all, its sha256 beside it (common/resume.py save_file)."""
     checkpoint = {
         "actor": actor.state_dict(),
         "qf1": qf1.state_dict(),
@@ -315,8 +286,7 @@ def save_checkpoint(path, args, actor, qf1, qf2, actor_sparse, critic_sparse, gl
         "global_step": global_step,
         "script": SCRIPT,
     }
-    torch.save(checkpoint, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    save_file(path, checkpoint)
 
 
 def load_actor(path, env, device):
@@ -446,21 +416,10 @@ if __name__ == "__main__":
 
     # nothing is written before the arguments are checked; a resumed run continues in its own directory
     run_dir = args.resume or make_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    lock_run_dir(run_dir)  # one run directory, one process
     run_name = os.path.basename(os.path.normpath(run_dir))
-    wandb_run_id = state.get("wandb_run_id") if args.resume else None  # a resumed run goes on in its W&B run
-    if args.track:
-        import wandb
-
-        wandb_run_id = wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,  # before the SummaryWriter is made: W&B mirrors everything it writes
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-            id=wandb_run_id,  # None: a new W&B run
-            resume="allow",
-        ).id
+    # --track: W&B, before the SummaryWriter (it mirrors what the writer writes); a resumed run goes on in its W&B run
+    wandb_run_id = init_tracking(args, run_name, state.get("wandb_run_id") if args.resume else None)
     # events a resumed run logged after its saved step (before it stopped) are dropped
     writer = SummaryWriter(run_dir, purge_step=state["global_step"] + 1 if args.resume else None)
     if not args.resume:
@@ -493,17 +452,9 @@ if __name__ == "__main__":
         "critic_target_masks": critic_target_masks,
     }
     if args.resume:  # everything the loop reads, as it was at the episode end where the run stopped
-        for name, network in networks.items():
-            network.load_state_dict(state["networks"][name])
-        for name, optimizer in optimizers.items():
-            optimizer.load_state_dict(state["optimizers"][name])
-        for name, tensors in in_place.items():
-            for tensor, saved in zip(tensors, state["in_place"][name], strict=True):
-                tensor.copy_(saved)
-        rb.load_state_dict(state["buffer"])
+        restore_state(state, env, networks, optimizers, in_place, rb)
         global_step, eval_means, last_return = state["global_step"], state["eval_means"], state["last_return"]
         actor_loss = torch.tensor(state["actor_loss"])
-        set_rng_state(state["rng"], env, state["env_rng"])
         obs, _ = env.reset()  # the reset that began the next episode, from the same generator state
         print(f"{run_dir}: resumed at step {global_step}", flush=True)
     else:
@@ -600,6 +551,7 @@ if __name__ == "__main__":
 
                 if topology_step:
                     log_sparsity(writer, global_step, args, actor, qfs, actor_sparse, critic_sparse)
+                stop_if_diverged(global_step, run_dir, [qf_loss])  # a sync the next action's .cpu() makes anyway
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/qf1_values", qf1_a_values.mean().item(), global_step)
                     writer.add_scalar("losses/qf2_values", qf2_a_values.mean().item(), global_step)
@@ -610,6 +562,7 @@ if __name__ == "__main__":
                     writer.add_scalar("charts/SPS", int((global_step - start_step) / (time.time() - start_time)), global_step)
 
             if global_step % args.eval_frequency == 0 or global_step == args.total_timesteps:
+                stop_if_diverged(global_step, run_dir, actor_params + critic_params)
                 eval_returns = evaluate(actor, args.env_id, args.eval_episodes, args.seed + 100, device, env_kwargs=env_kwargs)
                 writer.add_scalar("eval/episodic_return", np.mean(eval_returns), global_step)
                 eval_means.append(float(np.mean(eval_returns)))
@@ -628,41 +581,32 @@ if __name__ == "__main__":
 
             # the full training state, at an episode end: every --checkpoint-frequency steps, and when asked to stop
             if (terminated or truncated) and (stop.signal or global_step - saved_step >= args.checkpoint_frequency):
+                stop_if_diverged(global_step, run_dir, actor_params + critic_params)
                 saved_step = global_step
-                save_state(
-                    f"{run_dir}/{STATE_FILE}",
-                    {
-                        "script": SCRIPT,
-                        "args": vars(args),
-                        "global_step": global_step,
-                        "networks": {name: network.state_dict() for name, network in networks.items()},
-                        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
-                        "in_place": in_place,
-                        "buffer": rb.state_dict(),
-                        "eval_means": eval_means,
-                        "last_return": last_return,
-                        "actor_loss": actor_loss.item(),
-                        "rng": rng_state(env),
-                        "env_rng": reset_rng,
-                        "wandb_run_id": wandb_run_id,
-                    },
-                )
+                save_state(f"{run_dir}/{STATE_FILE}", SCRIPT, args, env, reset_rng, networks, optimizers, in_place, rb,
+                           global_step=global_step, eval_means=eval_means, last_return=last_return,
+                           wandb_run_id=wandb_run_id, actor_loss=actor_loss.item())  # fmt: skip
                 if stop.signal:
+                    if args.save_model:
+                        save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
                     print(f"stopped at step {global_step}, state saved: continue with --resume {run_dir}", flush=True)
                     raise SystemExit(128 + stop.signal)  # 130 for SIGINT, 143 for SIGTERM, as shells expect
-        if os.path.exists(f"{run_dir}/{STATE_FILE}"):  # complete: nothing left to resume
-            os.remove(f"{run_dir}/{STATE_FILE}")
-    finally:
-        stop.restore()
-        if args.save_model and global_step > start_step:
+
+        # the budget is reached: what the run hands over, then the end of the run, with a signal now waiting for both
+        # (a second one exits at once, the state kept: a resumed run repeats the steps since it was saved, then these)
+        if args.save_model:
             save_checkpoint(checkpoint_path, args, actor, qf1, qf2, actor_sparse, critic_sparse, global_step)
             print(f"model saved to {checkpoint_path}")
-        if args.capture_video and not stop.signal:
+        if args.capture_video:
             evaluate(
                 actor, args.env_id, 1, args.seed + 100, device, capture_video=True, run_name=run_name, env_kwargs=env_kwargs
             )
-            if args.track:  # not monitor_gym: it breaks on gymnasium 1.x's RecordVideo (wandb/wandb#9947)
-                for path in sorted(glob.glob(f"videos/{run_name}/*.mp4")):
-                    wandb.log({"videos": wandb.Video(path)})
+            if args.track:
+                log_videos(f"videos/{run_name}")
+        writer.flush()
+        mark_complete(run_dir, global_step)
+    finally:
+        stop.restore()
         env.close()
         writer.close()
+        unlock_run_dir(run_dir)

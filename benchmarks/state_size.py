@@ -1,7 +1,8 @@
 """What a run's full training state (`state.pt`, --resume) costs: size on disk, time to write and to read back.
 
 The replay buffer is nearly all of it: `sparse_td3.py`'s buffer filled with N random transitions of the env's
-dimensions, saved with the networks and both optimizers as the script saves them. No training.
+dimensions, saved with the networks and both optimizers as the script saves them (its sha256 computed after the write
+and checked before the read, as the scripts do). No training.
 
     python benchmarks/state_size.py --env-id HalfCheetah-v4 --transitions 100000 1000000
 """
@@ -20,7 +21,7 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common.resume import save_state  # noqa: E402
+from common.resume import read_digests, save_file, sha256  # noqa: E402
 from common.speed import LeanAdam  # noqa: E402
 from sparse_td3 import Actor, QNetwork, ReplayBuffer  # noqa: E402
 
@@ -54,10 +55,11 @@ if __name__ == "__main__":
         with tempfile.TemporaryDirectory(dir=".") as folder:
             path = os.path.join(folder, "state.pt")
             start = time.perf_counter()
-            save_state(path, state)
+            save_file(path, state)  # with its sha256, as the scripts write it
             write_s = time.perf_counter() - start
             size = os.path.getsize(path)
             start = time.perf_counter()
+            assert sha256(path) in read_digests(path)  # the check load_file makes
             loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             rb.load_state_dict(loaded["buffer"])
             read_s = time.perf_counter() - start

@@ -13,6 +13,8 @@ import argparse
 import numpy as np
 import torch
 
+from common.resume import check_digest
+
 HIDDEN, OUTPUTS = ("fc1", "fc2"), ("fc_mu", "fc_mean", "fc_mean_logstd")  # relu, relu, then tanh * action_scale + action_bias
 
 
@@ -21,6 +23,7 @@ def smallest_uint(largest: int) -> type:
 
 
 def export_actor(checkpoint_path: str, out_path: str) -> dict[str, np.ndarray]:
+    check_digest(checkpoint_path)  # the .npz carries zip CRCs of its own, which np.load checks
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     state, masks = checkpoint["actor"], checkpoint["masks"]["actor"]
     output = next(name for name in OUTPUTS if f"{name}.weight" in state)

@@ -8,20 +8,23 @@ RNG states and arguments are stored as tensors and plain types.
 """
 
 import dataclasses
+import fcntl
+import hashlib
 import os
 import random
 import signal
+import sys
 
 import numpy as np
 import torch
 
 STATE_VERSION = 1  # bump when the state's layout changes: an older state is then refused with a one-line error
 STATE_FILE = "state.pt"
-# flags that may differ from the saved ones on --resume: they change what is written, not the run's result
-RESUME_FREE = ("resume", "save_model", "capture_video", "checkpoint_frequency")
-# W&B tracking (`--track`) changes no result either, but a resumed run keeps its own unless the flag is given: a Slurm
-# requeue resumes with --resume alone, and the run goes on logging to its W&B run (WANDB_MODE=disabled turns it off)
-RESUME_KEPT = ("track", "wandb_project_name", "wandb_entity")
+LOCK_FILE = ".lock"
+COMPLETE_FILE = "complete"  # written once a run reached its budget and wrote everything it hands over; then the state goes
+# flags that change what a run writes, not its result: a resumed run keeps its own unless one is given again (a sweep and
+# a Slurm requeue resume with --resume alone), and may take a new one (WANDB_MODE=disabled turns off a saved --track)
+RESUME_FREE = ("save_model", "capture_video", "checkpoint_frequency", "track", "wandb_project_name", "wandb_entity")
 
 
 class StopRequest:
@@ -55,6 +58,34 @@ def make_run_dir(run_name: str) -> str:
         except FileExistsError:
             n += 1
             path = f"runs/{run_name}-{n}"
+
+
+_held_locks: dict[str, int] = {}  # run directory -> the open lock file of this process
+
+
+def lock_run_dir(run_dir: str) -> None:
+    """One run directory, one process: an exclusive lock on `{run_dir}/.lock` (holding the pid), held until this
+    process exits, when the kernel releases it (also on kill -9), or calls `unlock_run_dir`. A second process gets a
+    one-line error. Taken again by the same process (tests run the scripts in-process), the old lock is let go first."""
+    path = os.path.realpath(os.path.join(run_dir, LOCK_FILE))
+    if path in _held_locks:
+        os.close(_held_locks.pop(path))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SystemExit(f"error: {run_dir} is in use by another process (pid {holder}): one run directory, one process")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held_locks[path] = fd
+
+
+def unlock_run_dir(run_dir: str) -> None:
+    fd = _held_locks.pop(os.path.realpath(os.path.join(run_dir, LOCK_FILE)), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def filled_rows(tensor: torch.Tensor, n: int) -> torch.Tensor:
@@ -92,19 +123,111 @@ def set_rng_state(state: dict, env, env_state: dict) -> None:
     env.unwrapped.np_random.bit_generator.state = env_state
 
 
-def save_state(path: str, state: dict) -> None:
-    """Written to a temporary file and renamed: an interruption never leaves a half-written state."""
-    torch.save({"version": STATE_VERSION, **state}, path + ".tmp")
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
     os.replace(path + ".tmp", path)
 
 
+def read_digests(path: str) -> list[str]:
+    if not os.path.isfile(path + ".sha256"):
+        return []
+    with open(path + ".sha256") as f:
+        return f.read().split()
+
+
+def check_digest(path: str) -> None:
+    """A one-line error if `path` is not what `save_file` wrote (memory-mapped reads skip the zip's checksums). A file
+    without a digest beside it (written before digests, or a checkpoint copied alone) is not checked."""
+    digests = read_digests(path)
+    if digests and sha256(path) not in digests:
+        raise SystemExit(f"error: {path} is damaged: its sha256 is not the one written beside it in {path}.sha256")
+
+
+def save_file(path: str, data: dict) -> None:
+    """A checkpoint or state, written to a temporary file and renamed (an interruption never leaves half a file), with
+    its sha256 beside it in `{path}.sha256`, which `load_file` checks. Until the rename, the digest file also lists
+    the digests it held before: killed between the two writes (kill -9), a run keeps a pair that loads."""
+    torch.save(data, path + ".tmp")
+    digest, before = sha256(path + ".tmp"), read_digests(path)
+    write_text(path + ".sha256", "\n".join([digest, *before]) + "\n")
+    os.replace(path + ".tmp", path)
+    write_text(path + ".sha256", digest + "\n")
+
+
+def save_state(path, script, args, env, env_rng, networks, optimizers, in_place, buffer, **loop) -> None:
+    """The training state of `script` at an episode end: its arguments, the state dicts of its networks, optimizers
+    and replay buffer, the tensors the loop holds in place (masks and the like), every random generator (the env's
+    as it was before the reset that began the next episode: `env_rng`), and the loop's own variables (`loop`: plain
+    types or tensors), which `load_file` returns as saved."""
+    state = {
+        "version": STATE_VERSION,
+        "script": script,
+        "args": vars(args),
+        "networks": {name: network.state_dict() for name, network in networks.items()},
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "in_place": in_place,
+        "buffer": buffer.state_dict(),
+        "rng": rng_state(env),
+        "env_rng": env_rng,
+        **loop,
+    }
+    save_file(path, state)
+
+
+def restore_state(state: dict, env, networks, optimizers, in_place, buffer) -> None:
+    """Puts back what `save_state` saved but the loop's own variables, which the script reads from `state`; the
+    script then repeats the env's reset that began the next episode."""
+    for name, network in networks.items():
+        network.load_state_dict(state["networks"][name])
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    with torch.no_grad():  # in place: the topology update and the targets hold these tensors
+        for name, tensors in in_place.items():
+            for tensor, saved in zip(tensors, state["in_place"][name], strict=True):
+                tensor.copy_(saved)
+    buffer.load_state_dict(state["buffer"])
+    set_rng_state(state["rng"], env, state["env_rng"])
+
+
+def stop_if_diverged(step: int, run_dir: str, tensors: list[torch.Tensor]) -> None:
+    """A loss or weights gone nan or inf stop the run with a one-line error, before anything more is saved: the last
+    state stays the last good one. One device sync: the scripts check the losses after every update (the transfer of
+    the next action to the CPU waits for the update anyway, and SAC's next action would fail on a nan actor), the
+    weights at each evaluation and before each state save."""
+    if not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        kept = f"; the state saved before stays in {run_dir}/{STATE_FILE}" if os.path.exists(f"{run_dir}/{STATE_FILE}") else ""
+        raise SystemExit(f"error: training diverged (nan or inf) by step {step}: stopped{kept}")
+
+
+def mark_complete(run_dir: str, global_step: int) -> None:
+    """The end of a run, called after its final checkpoint and video: the `complete` marker (what a sweep reads: a run
+    that has it is never run again), then its state is removed. Killed before, the run keeps its state and resumes."""
+    write_text(f"{run_dir}/{COMPLETE_FILE}", f"{global_step}\n")
+    for name in (STATE_FILE, f"{STATE_FILE}.sha256"):
+        if os.path.exists(f"{run_dir}/{name}"):
+            os.remove(f"{run_dir}/{name}")
+
+
 def load_file(path: str, script: str, what: str) -> dict:
-    """A checkpoint or state file of `script`, read without unpickling (memory-mapped: a large replay buffer is copied
-    into place from the file, never held twice), or a one-line error saying why it cannot be used."""
+    """A checkpoint or state file of `script`, its digest checked (`check_digest`), read without unpickling
+    (memory-mapped: a large replay buffer is copied into place from the file, never held twice), or a one-line error
+    saying why it cannot be used."""
+    complete = os.path.join(os.path.dirname(path), COMPLETE_FILE)
+    if what == "state" and not os.path.isfile(path) and os.path.isfile(complete):
+        with open(complete) as f:
+            raise SystemExit(f"error: {os.path.dirname(path)} is complete (step {f.read().strip()}): nothing to resume")
     if not os.path.isfile(path):
-        raise SystemExit(
-            f"error: {path}: no such file" + (" (a run that completed removes its state)" if what == "state" else "")
-        )
+        raise SystemExit(f"error: {path}: no such file")
+    check_digest(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # empty, truncated, not a torch file, or holding objects that need unpickling
@@ -121,25 +244,31 @@ def load_file(path: str, script: str, what: str) -> dict:
     return data
 
 
-def resumed_args(given, saved: dict):
-    """The saved arguments of a run, with the flags that change only what is written taken from the command line
-    (`RESUME_FREE`) or, for `RESUME_KEPT`, from the command line where given. A flag given beside --resume that would
-    change the run's result is a one-line error. A state saved before one of these flags existed resumes with its
+def given_flags(fields: set[str], argv: list[str]) -> set[str]:
+    """The fields typed on a tyro command line (`--name value`, `--name=value`, `--no-name`; dashes or underscores), at
+    whatever value: a flag given at its default is given."""
+    names = {token[2:].partition("=")[0].replace("-", "_") for token in argv if token.startswith("--")}
+    return {name if name in fields else name.removeprefix("no_") for name in names} & fields
+
+
+def resumed_args(given, saved: dict, argv: list[str] | None = None):
+    """The saved arguments of a run, with --resume and the `RESUME_FREE` flags typed on the command line (`argv`,
+    default `sys.argv[1:]`). Any other flag typed beside --resume must repeat the saved value: one that would change
+    the run's result is a one-line error. A state saved before one of the free flags existed resumes with its
     default."""
     defaults = type(given)()
     fields = {f.name for f in dataclasses.fields(given)}
-    result_free = fields & {*RESUME_FREE, *RESUME_KEPT}
-    if set(saved) - fields or fields - result_free - set(saved):
+    result_free = fields & set(RESUME_FREE)
+    if set(saved) - fields or fields - result_free - {"resume"} - set(saved):
         raise SystemExit(f"error: {given.resume} was saved by another version of this script (arguments differ)")
     saved = {**{name: getattr(defaults, name) for name in result_free}, **saved}
-    for name in sorted(fields - result_free):
-        value = getattr(given, name)
-        if value != getattr(defaults, name) and value != saved[name]:
+    typed = given_flags(fields, sys.argv[1:] if argv is None else argv) - {"resume"}
+    for name in sorted(typed - result_free):
+        if getattr(given, name) != saved[name]:
             raise SystemExit(
-                f"error: --{name.replace('_', '-')} {value} differs from the resumed run's {saved[name]}: a resumed run "
-                "keeps its own arguments"
+                f"error: --{name.replace('_', '-')} {getattr(given, name)} differs from the resumed run's {saved[name]}: "
+                "a resumed run keeps its own arguments"
             )
-    from_command_line = [
-        name for name in result_free if name in RESUME_FREE or getattr(given, name) != getattr(defaults, name)
-    ]
-    return dataclasses.replace(type(given)(**saved), **{name: getattr(given, name) for name in from_command_line})
+    return dataclasses.replace(
+        type(given)(**saved), resume=given.resume, **{name: getattr(given, name) for name in typed & result_free}
+    )

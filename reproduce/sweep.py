@@ -245,6 +245,9 @@ def run_one(run_dir: str, running: set | None = None) -> int:
     it saves its state at the end of its episode. `running` collects the live process for that."""
     run_dir = Path(run_dir)
     spec = json.loads((run_dir / SPEC).read_text())
+    if any(run_dir.glob("runs/*/complete")):  # the script wrote its outputs and marked its run complete, then was killed
+        (run_dir / DONE).write_text(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        return 0
     script, *script_args = spec["argv"]
     states = sorted(run_dir.glob("runs/*/state.pt"))
     if len(states) == 1:

@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# bad inputs every script refuses before it writes anything (each test file adds its own)
+BAD_INPUTS = [["--learning-rate", "inf"], ["--batch-size", "10000000000"], ["--buffer-size", "10000000000"],
+              ["--topology-end", "-5"], ["--env-kwargs", '{"render_mode": "human"}']]  # fmt: skip
+
+
 @pytest.fixture
 def run_script(tmp_path, monkeypatch):
     """Run a top-level script as `python script.py ARGS` inside a temporary directory and return its globals,

@@ -1,9 +1,16 @@
 """The shared core: densities, masks, the drop/grow update, schedules, targets and counting."""
 
+import dataclasses
+import re
+import runpy
+from types import SimpleNamespace
+
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
+from common.checks import check_bounds
 from common.distributions import er_densities, erk_densities, uniform_densities
 from common.flops import forward_flops, training_flops, weight_counts
 from common.masks import TopKTargets, kept_count, magnitude_mask, random_mask, reset_adam_moments, sparsify, top_k_mask
@@ -248,3 +255,21 @@ def test_flop_counts():
     assert forward_flops(net, sparse) == dense - 256 * 256
     assert training_flops(10, 100) == 30
     assert training_flops(10, 100, dense_gradient_interval=9) == pytest.approx((3 * 10 * 9 + 2 * 10 + 100) / 10)
+
+
+def test_check_bounds_reads_open_and_closed_ends_and_choices():
+    bounds = {"tau": "(0, 1]", "gamma": "[0, 1]", "fraction": "[0, 1)", "epsilons": "(0, inf)", "mode": ("a", "b")}
+    good = {"tau": 1.0, "gamma": 0.0, "fraction": 0.0, "epsilons": (7.0, 64.0), "mode": "a"}
+    check_bounds(SimpleNamespace(**good), bounds)
+    check_bounds(SimpleNamespace(**{**good, "epsilons": None}), bounds)  # None: a default the script fills in
+    for name, value in (("tau", 0.0), ("gamma", 1.5), ("fraction", 1.0), ("epsilons", (7.0, 0.0)), ("mode", "c")):
+        with pytest.raises(SystemExit, match=f"^error: --{name} must be"):
+            check_bounds(SimpleNamespace(**{**good, name: value}), bounds)
+
+
+@pytest.mark.parametrize("script", ["sparse_td3.py", "sparse_sac.py", "rlx2_td3.py", "rlx2_sac.py"])
+def test_every_numeric_argument_has_its_bounds(script):
+    """A new int or float flag gets a line in its script's BOUNDS table (the seed takes any int)."""
+    g = runpy.run_path(str(ROOT / script))  # not as __main__: the definitions only
+    numeric = {f.name for f in dataclasses.fields(g["Args"]) if re.search(r"\b(int|float)\b", str(f.type))}
+    assert numeric - {"seed"} == {name for name, bound in g["BOUNDS"].items() if isinstance(bound, str)}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from test_resume import flip_a_byte_inside_the_largest_tensor
 
 from common.export import export_actor
 from common.sparse_policy import SparsePolicy
@@ -47,3 +48,11 @@ def test_exported_actor_reproduces_the_torch_actor(run_script, script):
 def test_policy_module_needs_no_torch():
     code = "import sys, common.sparse_policy; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_export_refuses_a_damaged_checkpoint(run_script):
+    run_script("sparse_td3.py", "--env-id", "Pendulum-v1", *TINY)
+    checkpoint = glob.glob("runs/*/sparse_td3.pt")[0]
+    flip_a_byte_inside_the_largest_tensor(checkpoint)
+    with pytest.raises(SystemExit, match=f"^error: {checkpoint} is damaged"):
+        export_actor(checkpoint, "actor.npz")

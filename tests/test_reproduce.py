@@ -507,3 +507,13 @@ def test_long_results_plan_is_seed_major_with_rlx2_sac_on_hopper_only():
     # with configurations of one's own, the preset's restriction goes too
     own = sweep.plan(sweep.Args(preset="long-results", config=("rlx2-sac=rlx2_sac.py",), seeds=(1,)))
     assert [run.name for run in own] == ["rlx2-sac/HalfCheetah-v4/seed1", "rlx2-sac/Hopper-v4/seed1"]
+
+
+def test_a_run_the_script_marked_complete_is_never_run_again(tmp_path, fake):
+    """Killed after it wrote its final outputs and its `complete` marker, before it could exit 0: the run is done."""
+    marker = tmp_path / "out" / "a" / "E-v0" / "seed1" / "runs" / "run1" / "complete"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("10\n")
+    argv = ["--config", f"a={fake}", "--env-ids", "E-v0", "--seeds", "1", "--out", str(tmp_path / "out")]
+    assert sweep.main(argv) == 0 and fake.calls() == []
+    assert (marker.parents[2] / "done.json").exists() and marker.exists()  # nothing wiped

@@ -1,13 +1,22 @@
-"""Stop a run with a signal anywhere and resume it: it ends bit for bit where the same run never stopped would."""
+"""Stop a run with a signal anywhere and resume it: it ends bit for bit where the same run never stopped would. And
+what surrounds that: every flag kept on resume, one process per run directory, a signal at the end of a run, damaged
+files, a run that diverges."""
 
 import glob
 import os
+import re
 import signal
+import struct
+import subprocess
+import sys
+import zipfile
 
 import gymnasium as gym
 import pytest
 import torch
 from conftest import logged_scalars
+
+from common.resume import load_file, read_digests, save_file
 
 HOPPER = ["--env-id", "Hopper-v4", "--total-timesteps", "1500", "--learning-starts", "500", "--batch-size", "32",
           "--topology-interval", "100", "--eval-frequency", "250", "--eval-episodes", "2", "--checkpoint-frequency", "400"]  # fmt: skip
@@ -139,3 +148,177 @@ def test_bad_checkpoints_and_states_get_one_line(run_script, monkeypatch, tmp_pa
     # what may change: whether the policy is saved, the state's frequency
     resumed = run_script(script, "--resume", mine, "--checkpoint-frequency", "7")
     assert resumed["global_step"] == 700 and resumed["args"].checkpoint_frequency == 7
+
+
+# Pendulum: 200-step episodes, so a signal at step 250 saves the state at 400
+PENDULUM = ["--env-id", "Pendulum-v1", "--total-timesteps", "800", "--learning-starts", "200", "--batch-size", "32",
+            "--topology-interval", "100", "--eval-frequency", "400", "--eval-episodes", "1"]  # fmt: skip
+SPARSITY = {"rlx2_td3.py": ["--actor-sparsity", "0.9", "--critic-sparsity", "0.9"]}  # no published one for Pendulum
+SPARSITY["rlx2_sac.py"] = SPARSITY["rlx2_td3.py"]
+
+
+def stopped_run(run_script, monkeypatch, script: str, *args: str, step: int = 250) -> str:
+    """A run of `script` on Pendulum stopped by SIGTERM at `step`: its directory."""
+    with monkeypatch.context() as patch:
+        signal_at(patch, step)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *PENDULUM, *SPARSITY.get(script, []), *args)
+    assert stopped.value.code == 143
+    return glob.glob("runs/*")[0]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_resume_alone_keeps_every_flag_and_a_typed_default_is_not_ignored(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script, "--save-model", "--checkpoint-frequency", "10000")
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 400  # saved on the stop
+    # 1_000_000 is --total-timesteps' default: typed, it must match the run's 800, not pass unseen
+    with pytest.raises(SystemExit, match="^error: --total-timesteps 1000000 differs from the resumed run's 800"):
+        run_script(script, "--resume", run_dir, "--total-timesteps", "1000000")
+    resumed = run_script(script, "--resume", run_dir)
+    assert resumed["args"].save_model and resumed["args"].checkpoint_frequency == 10000
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 800  # the final policy
+
+
+# another process holding a run directory's lock as a script does (common/resume.py lock_run_dir), without torch's import
+HOLD_LOCK = """import fcntl, os, sys, time
+lock = open(sys.argv[1], "w")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.write(f"{os.getpid()}\\n")
+lock.flush()
+print("held", flush=True)
+time.sleep(60)"""
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_one_run_directory_one_process(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, f"{run_dir}/.lock"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(SystemExit, match=rf"^error: {run_dir} is in use by another process \(pid {holder.pid}\)"):
+            run_script(script, "--resume", run_dir)
+        assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 400  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_script(script, "--resume", run_dir)["global_step"] == 800  # a dead holder holds nothing
+
+
+def signal_in_final_checkpoint(monkeypatch, total: int, signals: int) -> None:
+    """SIGTERM `signals` times as the run starts writing its final checkpoint (the second of step `total`: the first is
+    the last evaluation's, inside the loop). The script's stop handler must be there to catch it."""
+    save, writes = torch.save, []
+
+    def save_and_signal(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and "actor" in obj and obj["global_step"] == total:
+            writes.append(f)
+            if len(writes) == 2:
+                assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "a signal here would kill the run"
+                for _ in range(signals):
+                    os.kill(os.getpid(), signal.SIGTERM)
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_and_signal)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_signal_while_the_final_outputs_are_written_loses_nothing(run_script, monkeypatch, script):
+    args = [*PENDULUM, *SPARSITY.get(script, []), "--save-model", "--checkpoint-frequency", "500"]  # a state at 600
+    checkpoint = lambda run_dir: torch.load(glob.glob(f"{run_dir}/[ot]*.pt")[0], weights_only=True)["global_step"]  # noqa: E731
+    # one signal: the final checkpoint is written, the run completes (exit 0), its state goes, the marker stays
+    with monkeypatch.context() as patch:
+        signal_in_final_checkpoint(patch, 800, signals=1)
+        run_script(script, *args, "--exp-name", "one")
+    [run_dir] = glob.glob("runs/*__one__*")
+    assert checkpoint(run_dir) == 800 and not os.path.exists(f"{run_dir}/state.pt")
+    assert open(f"{run_dir}/complete").read() == "800\n"
+    with pytest.raises(SystemExit, match=r"^error: .* is complete \(step 800\): nothing to resume$"):
+        run_script(script, "--resume", run_dir)
+    # two signals: the process exits at once; the state stays (a sweep resumes it), and a resumed run completes
+    with monkeypatch.context() as patch:
+        signal_in_final_checkpoint(patch, 800, signals=2)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *args, "--exp-name", "two")
+    [run_dir] = glob.glob("runs/*__two__*")
+    assert stopped.value.code == 143 and not os.path.exists(f"{run_dir}/complete")
+    assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 600
+    assert run_script(script, "--resume", run_dir)["global_step"] == 800
+    assert checkpoint(run_dir) == 800 and os.path.exists(f"{run_dir}/complete") and not os.path.exists(f"{run_dir}/state.pt")
+
+
+def flip_a_byte_inside_the_largest_tensor(path: str) -> None:
+    """A flipped bit in a tensor's data: the zip's own checksums are not read by a memory-mapped load."""
+    with zipfile.ZipFile(path) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)
+    with open(path, "r+b") as f:
+        f.seek(largest.header_offset + 26)  # the local header: name and extra field lengths, then the data
+        name_length, extra_length = struct.unpack("<HH", f.read(4))
+        f.seek(largest.header_offset + 30 + name_length + extra_length + largest.file_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_damaged_state_or_checkpoint_is_refused(run_script, monkeypatch, script):
+    run_dir = stopped_run(run_script, monkeypatch, script, "--save-model")
+    checkpoint = f"{run_dir}/{script[:-3]}.pt"
+    for path, argv in ((checkpoint, ["--eval-checkpoint", checkpoint]), (f"{run_dir}/state.pt", ["--resume", run_dir])):
+        flip_a_byte_inside_the_largest_tensor(path)
+        with pytest.raises(SystemExit, match=rf"^error: {path} is damaged: its sha256 is not the one written beside it"):
+            run_script(script, "--env-id", "Pendulum-v1", *argv)
+
+
+def test_a_kill_between_a_file_and_its_digest_leaves_a_pair_that_loads(tmp_path, monkeypatch):
+    path = str(tmp_path / "state.pt")
+    save_file(path, {"args": {}, "step": 1})
+    replace = os.replace
+
+    def killed_before_the_rename(source, target):  # kill -9 after the digest file listed both digests
+        if target == path:
+            raise InterruptedError
+        replace(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed_before_the_rename)
+        with pytest.raises(InterruptedError):
+            save_file(path, {"args": {}, "step": 2})
+    assert load_file(path, "any", "checkpoint")["step"] == 1
+    save_file(path, {"args": {}, "step": 3})
+    assert load_file(path, "any", "checkpoint")["step"] == 3 and len(read_digests(path)) == 1
+
+
+def nan_rewards_from(monkeypatch, step: int) -> None:
+    """Every env made from now on returns a nan reward from its `step`-th step on (a broken env, or a diverging run)."""
+    make = gym.make
+
+    def make_and_poison(*args, **kwargs):
+        env = make(*args, **kwargs)
+        step_env, count = env.step, [0]
+
+        def step_with_nan(action):
+            count[0] += 1
+            obs, reward, terminated, truncated, info = step_env(action)
+            return obs, float("nan") if count[0] >= step else reward, terminated, truncated, info
+
+        env.step = step_with_nan
+        return env
+
+    monkeypatch.setattr(gym, "make", make_and_poison)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_loss_gone_nan_stops_the_run_keeping_the_last_good_state(run_script, monkeypatch, script):
+    with monkeypatch.context() as patch:
+        nan_rewards_from(patch, 450)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *PENDULUM, *SPARSITY.get(script, []), "--checkpoint-frequency", "300", "--save-model")
+    [run_dir] = glob.glob("runs/*")
+    # found at the first update whose batch holds a nan reward, soon after step 450
+    step = re.fullmatch(rf"error: training diverged \(nan or inf\) by step (\d+): stopped; the state saved before stays in "
+                        rf"{run_dir}/state.pt", str(stopped.value))  # fmt: skip
+    assert step and 450 <= int(step[1]) < 500, str(stopped.value)
+    state = torch.load(f"{run_dir}/state.pt", weights_only=True)
+    assert state["global_step"] == 400 and all(w.isfinite().all() for w in state["networks"]["actor"].values())
+    assert torch.load(f"{run_dir}/{script[:-3]}.pt", weights_only=True)["global_step"] == 400  # the last evaluation's
+    assert not os.path.exists(f"{run_dir}/complete")

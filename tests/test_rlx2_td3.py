@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sparse_invariants, logged_scalars
+from conftest import BAD_INPUTS, assert_sparse_invariants, logged_scalars
 
 from common.kernels import KernelLinear
 from common.masks import magnitude_mask
@@ -183,7 +183,7 @@ def test_training_run_matches_the_masked_path(run_script):
                                  ["--n-step", "0"], ["--buffer-min-size", "2000000"], ["--env-id", "CartPole-v1"],
                                  ["--sparse-backend", "sparse"],
                                  ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
-                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--exploration-noise", "-0.1"], ["--policy-distance-threshold", "-1"]])  # fmt: skip
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--exploration-noise", "-0.1"], ["--policy-distance-threshold", "-1"], *BAD_INPUTS])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("rlx2_td3.py", *bad)
@@ -197,3 +197,13 @@ def test_learns_pendulum(run_script):
                    "--delay-nstep", "1000", "--buffer-min-size", "2000", "--buffer-check-interval", "1000",
                    "--eval-frequency", "6000", "--eval-episodes", "5")  # fmt: skip
     assert np.mean(g["eval_returns"]) > -700
+
+
+def test_a_shrink_leaves_the_n_transitions_an_n_step_window_needs(run_script):
+    """--n-step 20 --buffer-min-size 20: a shrink of 90% at 50 or 70 transitions would leave 5 or 7; it leaves 20."""
+    g = run_script("rlx2_td3.py", "--env-id", "Pendulum-v1", "--actor-sparsity", "0.9", "--critic-sparsity", "0.9",
+                   "--total-timesteps", "400", "--learning-starts", "100", "--batch-size", "32", "--eval-episodes", "1",
+                   "--n-step", "20", "--delay-nstep", "0", "--buffer-min-size", "20", "--buffer-size", "1000",
+                   "--buffer-check-interval", "50", "--policy-distance-threshold", "0", "--buffer-drop-fraction", "0.9")  # fmt: skip
+    sizes = logged_scalars(glob.glob("runs/*")[0])["buffer/size"]
+    assert g["global_step"] == 400 and sizes == [20] * 8  # each check, every 50 steps, after its shrink

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sparse_invariants, logged_scalars
+from conftest import BAD_INPUTS, assert_sparse_invariants, logged_scalars
 
 SMOKE = ["--total-timesteps", "1000", "--learning-starts", "400", "--batch-size", "32", "--topology-interval", "100",
          "--topology-end", "500", "--target-network-frequency", "50", "--eval-frequency", "500", "--eval-episodes", "1",
@@ -73,7 +73,7 @@ def test_dense_mode_has_no_masks(run_script):
 @pytest.mark.parametrize("bad", [["--env-id", "CartPole-v1"], ["--sparsity", "1"], ["--tau", "0"],
                                  ["--target-network-frequency", "0"], ["--total-timesteps", "10", "--learning-starts", "10"],
                                  ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
-                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--alpha", "-1"], ["--sparsity", "0.999"]])  # fmt: skip
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--alpha", "-1"], ["--sparsity", "0.999"], ["--er-epsilons", "nan", "64"], ["--alpha", "inf"], *BAD_INPUTS])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_sac.py", *bad)

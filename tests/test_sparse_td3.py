@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import assert_sparse_invariants, logged_scalars
+from conftest import BAD_INPUTS, assert_sparse_invariants, logged_scalars
 
 from common.flops import weight_counts
 
@@ -127,7 +127,7 @@ def test_episode_boundaries_termination_vs_truncation(run_script):
                                  ["--sparsity", "0.5", "--er-epsilons", "7", "64"], ["--env-kwargs", "nope"],
                                  ["--env-kwargs", "[1]"], ["--env-kwargs", '{"no_such_keyword": 1}'],
                                  ["--eval-episodes", "0"], ["--tau", "1.5"], ["--gamma", "-0.1"], ["--learning-rate", "nan"],
-                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--policy-noise", "-1"], ["--sparsity", "0.999"]])  # fmt: skip
+                                 ["--env-id", "DictObservations-v0"], ["--resume", "x", "--eval-checkpoint", "y"], ["--policy-noise", "-1"], ["--sparsity", "0.999"], ["--er-epsilons", "nan", "64"], *BAD_INPUTS])  # fmt: skip
 def test_bad_input_fails_before_training(run_script, bad):
     with pytest.raises(SystemExit) as exit_info:
         run_script("sparse_td3.py", *bad)

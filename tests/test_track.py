@@ -81,18 +81,24 @@ class Args:
 
 def test_tracking_flags_on_resume():
     saved = vars(Args(track=True, wandb_project_name="mine", save_model=True, seed=3))
-    # kept unless given; --save-model is taken from the command line as before
-    args = resumed_args(Args(resume="runs/x"), saved)
-    assert (args.track, args.wandb_project_name, args.save_model, args.seed) == (True, "mine", False, 3)
-    assert resumed_args(Args(resume="runs/x", wandb_project_name="other"), saved).wandb_project_name == "other"
+    # kept unless given: --save-model and the tracking flags alike
+    args = resumed_args(Args(resume="runs/x"), saved, ["--resume", "runs/x"])
+    assert (args.track, args.wandb_project_name, args.save_model, args.seed) == (True, "mine", True, 3)
+    other = resumed_args(Args(resume="runs/x", wandb_project_name="other"), saved, ["--wandb-project-name", "other"])
+    assert other.wandb_project_name == "other"
+    assert not resumed_args(Args(resume="runs/x"), saved, ["--resume", "runs/x", "--no-save-model"]).save_model
     # tracking may start on a resumed run; a state saved before the tracking flags existed still resumes
     untracked = {k: v for k, v in vars(Args(seed=3)).items() if k not in ("track", "wandb_project_name", "wandb_entity")}
-    assert resumed_args(Args(resume="runs/x", track=True), untracked).track
-    assert not resumed_args(Args(resume="runs/x"), untracked).track
+    assert resumed_args(Args(resume="runs/x", track=True), untracked, ["--track"]).track
+    assert not resumed_args(Args(resume="runs/x"), untracked, []).track
     with pytest.raises(SystemExit, match="another version"):
-        resumed_args(Args(resume="runs/x"), {k: v for k, v in untracked.items() if k != "seed"})
+        resumed_args(Args(resume="runs/x"), {k: v for k, v in untracked.items() if k != "seed"}, [])
     with pytest.raises(SystemExit, match="--seed 4 differs"):
-        resumed_args(Args(resume="runs/x", seed=4), saved)
+        resumed_args(Args(resume="runs/x", seed=4), saved, ["--seed", "4"])
+    # typed is typed: a flag at its default value still has to match the saved one
+    with pytest.raises(SystemExit, match="--seed 1 differs from the resumed run's 3"):
+        resumed_args(Args(resume="runs/x", seed=1), saved, ["--seed=1"])
+    assert resumed_args(Args(resume="runs/x", seed=3), saved, ["--seed", "3"]).seed == 3
 
 
 @pytest.mark.parametrize("script", ["sparse_td3.py", "sparse_sac.py", "rlx2_td3.py"])
