@@ -1,0 +1,167 @@
+"""The signals a run meets on a cluster and under a sweep, without a cluster: Slurm's time-limit signal (SIGUSR2) stops a
+script like SIGTERM and never twice; a run that Slurm stopped with SIGTERM (a preemption, `scontrol requeue`) ends its
+job without a result and asks for a requeue; a local sweep's runs stop with the sweep however it ends (SIGHUP, SIGKILL).
+The same cases on a live Slurm: tests/test_slurm_live.py."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import gymnasium as gym
+import pytest
+import torch
+from conftest import ROOT
+
+from reproduce import sweep
+
+PENDULUM = ["--env-id", "Pendulum-v1", "--total-timesteps", "1000", "--learning-starts", "300", "--batch-size", "16",
+            "--eval-frequency", "500", "--eval-episodes", "1"]  # fmt: skip
+
+# A stand-in for a training script under a sweep: writes its pid, then sleeps until SIGTERM or SIGUSR2, saves a state
+# and exits 128 + the signal (as the real scripts do at their episode end); `--resume` completes the run.
+SLEEPER = """
+import os, pathlib, signal, sys, time
+if "--resume" in sys.argv:
+    print("step 10/10 | resumed", flush=True)
+    sys.exit(0)
+def save_and_stop(signum, frame):
+    pathlib.Path("runs/run1/state.pt").write_text("saved")
+    print(f"{signal.Signals(signum).name}: saved", flush=True)
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, save_and_stop)
+signal.signal(signal.SIGUSR2, save_and_stop)
+pathlib.Path("runs/run1").mkdir(parents=True)
+print("step 5/10 | halfway", flush=True)
+pathlib.Path("pid").write_text(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def usr2_at(monkeypatch, step: int, signals: int) -> None:
+    """Every env made from now on sends this process SIGUSR2 (`signals` times) at its `step`-th env step."""
+    make = gym.make
+
+    def make_and_count(*args, **kwargs):
+        env = make(*args, **kwargs)
+        step_env, count = env.step, [0]
+
+        def step_and_signal(action):
+            count[0] += 1
+            if count[0] == step:
+                for _ in range(signals):
+                    os.kill(os.getpid(), signal.SIGUSR2)
+            return step_env(action)
+
+        env.step = step_and_signal
+        return env
+
+    monkeypatch.setattr(gym, "make", make_and_count)
+
+
+@pytest.mark.parametrize("script", ["sparse_td3.py", "rlx2_sac.py"])
+def test_slurms_time_limit_signal_stops_a_script_at_its_episode_end_even_twice(run_script, monkeypatch, capsys, script):
+    """SIGUSR2 (what Slurm sends before a time limit, to the script and to its job, which passes it on) saves the state
+    at the end of the episode and exits 140; the second one does not make it exit at once."""
+    sparsity = ["--actor-sparsity", "0.9", "--critic-sparsity", "0.9"] if script.startswith("rlx2") else []
+    with monkeypatch.context() as patch:
+        usr2_at(patch, 401, signals=2)
+        with pytest.raises(SystemExit) as stopped:
+            run_script(script, *PENDULUM, *sparsity)
+    assert stopped.value.code == 128 + signal.SIGUSR2
+    assert "SIGUSR2: stopping at the end of this episode" in capsys.readouterr().out
+    run_dir = glob.glob("runs/*")[0]
+    assert torch.load(f"{run_dir}/state.pt", weights_only=True)["global_step"] == 600  # Pendulum's episode end
+    resumed = run_script(script, "--resume", run_dir)
+    assert resumed["global_step"] == 1000 and not os.path.exists(f"{run_dir}/state.pt")
+
+
+def start_sweep(tmp_path, *extra: str) -> tuple[subprocess.Popen, "os.PathLike"]:
+    """A local sweep of one sleeping run, started in its own session (as from a terminal); returns it once the run's
+    script is up, with the run's directory."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    argv = [sys.executable, str(ROOT / "reproduce" / "sweep.py"), "--config", f"slow={script}", "--env-ids", "E-v0",
+            "--seeds", "1", "--out", str(tmp_path / "out"), *extra]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    run_dir = tmp_path / "out" / "slow" / "E-v0" / "seed1"
+    deadline = time.time() + 60
+    while not (run_dir / "pid").exists() or not (run_dir / "pid").read_text():
+        assert time.time() < deadline and process.poll() is None, process.communicate()[0] if process.poll() else ""
+        time.sleep(0.1)
+    return process, run_dir
+
+
+def assert_gone(pid: int, within_s: float = 10) -> None:
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the run's script (pid {pid}) outlived its sweep")
+
+
+def test_a_closed_terminal_stops_the_sweeps_runs(tmp_path):
+    """SIGHUP (the terminal closed) stops the sweep as Ctrl-C does: each run saves its state and exits, none is left."""
+    process, run_dir = start_sweep(tmp_path)
+    pid = int((run_dir / "pid").read_text())
+    process.send_signal(signal.SIGHUP)
+    output, _ = process.communicate(timeout=30)
+    assert_gone(pid)
+    assert process.returncode == 130, output
+    assert (run_dir / "runs" / "run1" / "state.pt").exists()
+    assert "SIGTERM: saved" in (run_dir / sweep.LOG).read_text()
+
+
+def test_a_killed_sweep_takes_its_runs_down(tmp_path):
+    """SIGKILL gives the sweep no chance to stop its runs: each gets SIGTERM from the kernel as its parent dies, saves
+    its state and exits, rather than running on beside the next sweep."""
+    process, run_dir = start_sweep(tmp_path)
+    pid = int((run_dir / "pid").read_text())
+    process.kill()
+    process.communicate(timeout=30)
+    assert_gone(pid)
+    assert (run_dir / "runs" / "run1" / "state.pt").exists()
+    assert "SIGTERM: saved" in (run_dir / sweep.LOG).read_text()
+
+
+@pytest.mark.parametrize("executor", ["slurm", "local"])
+def test_a_job_whose_run_slurm_stopped_ends_without_a_result_and_asks_for_a_requeue(tmp_path, monkeypatch, executor):
+    """In a Slurm job, a script stopped by Slurm's SIGTERM (a preemption, `scontrol requeue`) saves its state and exits
+    143. That is no result: the job asks Slurm to requeue it (`scontrol requeue JOBID`, here a stand-in that records its
+    call) and ends without one (SystemExit: submitit then writes no result file, and the sweep waits for the requeued
+    job). Under submitit's local executor there is no Slurm to ask: the job just ends without a result."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / sweep.SPEC).write_text(f'{{"argv": ["{script}"]}}')
+    calls = tmp_path / "scontrol_calls"
+    (tmp_path / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "Job is in transition state" >&2\nexit 1\n')
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", executor)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "42")
+
+    def preempt():  # Slurm's SIGTERM, once the script is up
+        while not (run_dir / "pid").exists() or not (run_dir / "pid").read_text():
+            time.sleep(0.05)
+        os.kill(int((run_dir / "pid").read_text()), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    previous = signal.getsignal(signal.SIGUSR2)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            sweep.RunInJob()(str(run_dir))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert ended.value.code == 143
+    assert (run_dir / "runs" / "run1" / "state.pt").exists()
+    assert (calls.read_text().split() if calls.exists() else []) == (["requeue", "42"] if executor == "slurm" else [])
