@@ -129,7 +129,8 @@ class Args:
     slurm_max_requeues: int = 100
     """how many times one run's job may reach its time limit and be requeued (preemptions do not count)"""
     progress_interval: float = 60.0
-    """seconds between two progress lines (the step each running run has reached)"""
+    """seconds between two progress lines (the step each running run has reached); on Slurm also how often the jobs are
+    looked at, at most every 30 s"""
     skip_complete_in: str | None = None
     """a results directory of reproduce/report.py (its runs.csv): the runs it records complete are not run again,
     here a record whose run directories were lost (a new machine); pair with report.py --keep-recorded"""
@@ -256,6 +257,8 @@ def run_one(run_dir: str, running: set | None = None, job: bool = False) -> int:
     the scripts never take as a second, stop-now signal. The script gets that signal too if this process dies without
     stopping it (killed, or a closed terminal's SIGHUP where nothing handles it). `running` collects the live process."""
     run_dir = Path(run_dir)
+    if (run_dir / DONE).exists():  # a job requeued as its run completed (Slurm's signal came as the script ended)
+        return 0
     spec = json.loads((run_dir / SPEC).read_text())
     script, *script_args = spec["argv"]
     states = sorted(run_dir.glob("runs/*/state.pt"))
@@ -280,19 +283,25 @@ def run_one(run_dir: str, running: set | None = None, job: bool = False) -> int:
         )
         if running is not None:
             running.add(process)
-        try:
-            returncode = process.wait()
+        try:  # `running` holds the process until its end is recorded (what a job's checkpoint reads)
+            returncode = record(run_dir, process.wait(), start)
         except BaseException:  # this process interrupted (Ctrl-C, or submitit cancelling its job): stop the script too
             stop(process, signal.SIGUSR2 if job else signal.SIGTERM)
             raise
         finally:
             if running is not None:
                 running.discard(process)
+    return returncode
+
+
+def record(run_dir: Path, returncode: int, start: float) -> int:
+    """Write done.json if the script exited with 0 having reached its last step; returns the exit code, 1 for an exit
+    0 short of the last step (not complete, whatever the exit status says)."""
     step, _, total = last_line(run_dir / LOG, "step ").removeprefix("step ").partition(" ")[0].partition("/")
     if returncode == 0 and step and step == total:
         done = {"seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         (run_dir / DONE).write_text(json.dumps(done) + "\n")
-    elif returncode == 0:  # exit 0 short of the last step: not complete, whatever the exit status says
+    elif returncode == 0:
         returncode = 1
     return returncode
 
@@ -334,6 +343,7 @@ class RunInJob:
         self.running: set = set()
 
     def __call__(self, run_dir: str) -> int:
+        self.start = time.time()
         returncode = run_one(run_dir, self.running, job=True)
         if returncode in STOPPED and len(list(Path(run_dir).glob("runs/*/state.pt"))) == 1:
             self.requeue(returncode)
@@ -344,6 +354,8 @@ class RunInJob:
 
         for process in list(self.running):
             stop(process, signal.SIGUSR2)
+            if process.returncode == 0:  # the run completed as the signal came: the requeued job finds it done
+                record(Path(run_dir), 0, self.start)
         return submitit.helpers.DelayedSubmission(RunInJob(), run_dir)
 
     @staticmethod
@@ -458,7 +470,8 @@ def run_submitit(run_dirs: list[Path], out: Path, args: Args, cluster: str) -> d
     print(f"submitted {len(jobs)} jobs ({cluster}: {ids}); submitit's own logs in {out / '_submitit'}", flush=True)
     if cluster == "slurm":
         print("Ctrl-C stops watching only; the jobs go on (scancel them to stop them)", flush=True)
-    return watch(jobs, run_dirs, out, poll_s=1 if cluster == "local" else 30, progress_interval=args.progress_interval)
+    poll_s = 1 if cluster == "local" else min(30, args.progress_interval)
+    return watch(jobs, run_dirs, out, poll_s=poll_s, progress_interval=args.progress_interval)
 
 
 def main(argv: list[str] | None = None) -> int:

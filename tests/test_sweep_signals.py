@@ -165,3 +165,46 @@ def test_a_job_whose_run_slurm_stopped_ends_without_a_result_and_asks_for_a_requ
     assert ended.value.code == 143
     assert (run_dir / "runs" / "run1" / "state.pt").exists()
     assert (calls.read_text().split() if calls.exists() else []) == (["requeue", "42"] if executor == "slurm" else [])
+
+
+# A script at its very end: its last step logged, SIGUSR2 ignored (the scripts' handler is gone by then), still exiting
+FINISHING = """
+import os, pathlib, signal, sys, time
+with open("calls", "a") as calls:
+    calls.write("run\\n")
+print("step 10/10 | done", flush=True)
+pathlib.Path("pid").write_text(str(os.getpid()))
+time.sleep(1)
+"""
+
+
+def test_a_run_that_completes_as_slurms_signal_comes_is_not_run_again(tmp_path):
+    """Slurm's time-limit signal reaches the job as its script ends at the last step: the job's checkpoint records the
+    run complete before submitit requeues the job, and the requeued job finds it done (it used to wipe the run
+    directory, whose script had removed its state, and train the run again from step 0)."""
+    script = tmp_path / "finishing.py"
+    script.write_text(FINISHING)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / sweep.SPEC).write_text(f'{{"argv": ["{script}"]}}')
+    job = sweep.RunInJob()
+
+    def checkpoint_and_exit(signum, frame):  # what submitit does on SIGUSR2
+        job.checkpoint(str(run_dir))
+        raise SystemExit(-1)
+
+    def signal_at_the_end():
+        while not (run_dir / "pid").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, checkpoint_and_exit)
+    try:
+        threading.Thread(target=signal_at_the_end, daemon=True).start()
+        with pytest.raises(SystemExit):
+            job(str(run_dir))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert (run_dir / sweep.DONE).exists()
+    assert sweep.RunInJob()(str(run_dir)) == 0  # the requeued job
+    assert (run_dir / "calls").read_text() == "run\n"  # the script ran once
