@@ -130,7 +130,7 @@ class Args:
     """how many times one run's job may reach its time limit and be requeued (preemptions do not count)"""
     progress_interval: float = 60.0
     """seconds between two progress lines (the step each running run has reached); on Slurm also how often the jobs are
-    looked at, at most every 30 s"""
+    looked at (at least every 30 s)"""
     skip_complete_in: str | None = None
     """a results directory of reproduce/report.py (its runs.csv): the runs it records complete are not run again,
     here a record whose run directories were lost (a new machine); pair with report.py --keep-recorded"""
