@@ -361,20 +361,29 @@ class RunInJob:
     @staticmethod
     def requeue(returncode: int) -> None:
         """The script saved its state and exited on a signal that did not come through `checkpoint`: Slurm's SIGTERM
-        (a preemption, `scontrol requeue`, `scancel`) or a signal sent by hand. That is no result: ask Slurm to requeue
-        this job, where Slurm does not already (a `scancel`ed job cannot be), and end the job without a result, which
-        the sweep reads as 'not done yet' while Slurm requeues it and as a failure otherwise (a rerun resumes it)."""
+        (a preemption, `scontrol requeue`, `scancel`) or a signal sent by hand. That is no result: the job ends
+        without one, which the sweep reads as 'not done yet' while the job is requeued and as a failure otherwise (a
+        rerun resumes the run). Slurm requeues the job itself after `scontrol requeue` and a preemption in REQUEUE
+        mode; the job asks for it after a preemption Slurm would not requeue (CANCEL mode); a `scancel`, with or without
+        a signal, is left to end the job."""
         import submitit
 
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's own handler would requeue a second time
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's own handler would requeue it again
         name = signal.Signals(returncode - 128).name
-        if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
-            job_id = submitit.JobEnvironment().job_id
-            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-            said = (done.stdout + done.stderr).strip().replace("\n", " ")
-            print(f"run stopped by {name}, its state saved; scontrol requeue {job_id}: {said or 'requeued'}", flush=True)
-        else:
+        if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
             print(f"run stopped by {name}, its state saved; the job ends without a result", flush=True)
+            raise SystemExit(returncode)
+        job_id = submitit.JobEnvironment().job_id
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60)
+        restarts = re.search(r"\bRestarts=(\d+)", shown.stdout)
+        if restarts and int(restarts[1]) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            said = "Slurm requeues the job"
+        elif re.search(r"\bPreemptTime=(?!None)", shown.stdout):
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+            said = "preempted: " + ((done.stdout + done.stderr).strip().replace("\n", " ") or f"requeued {job_id}")
+        else:
+            said = "not requeued (cancelled, or a signal sent by hand): rerunning the sweep resumes it"
+        print(f"run stopped by {name}, its state saved; {said}", flush=True)
         raise SystemExit(returncode)
 
 

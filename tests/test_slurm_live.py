@@ -7,7 +7,8 @@ time limit and Slurm's time-limit signal 10 s before it, so that Slurm's SIGUSR2
 requeues itself and the requeued job resumes the run; and on Slurm with a long limit, where the test requeues each
 running job (`scontrol requeue`, what an administrator or a preemption with requeue does), so that Slurm's SIGTERM stops
 the run and Slurm requeues the job. Each Slurm run must end bit for bit where the local one did (every loss, return and
-evaluation logged), and its logs must show that each stop came from Slurm's signal and that the job ran again.
+evaluation logged), and its logs must show that each stop came from Slurm's signal and that the job ran again. A
+third sweep's job is cancelled (`scancel`) while it trains: its run saves its state and the job stays cancelled.
 
 A time-limit signal comes up to 30 s before the time Slurm is asked for, and the time limit itself up to 30 s after
 (slurmctld looks at both every 30 s): with a 60 s limit and 10 s, the signal comes between 20 s and 50 s into a job,
@@ -61,9 +62,9 @@ STOP_LINE = re.compile(r"^(SIGUSR2|SIGTERM|SIGINT): stopping at the end of this 
 class Sweep:
     """`reproduce/sweep.py` in a subprocess, its output collected as it comes; `close()` ends it and cancels its jobs."""
 
-    def __init__(self, out: Path, *args: str):
+    def __init__(self, out: Path, *args: str, configs: list[str] = CONFIGS):
         self.out, self.lines, self.jobs = out, [], []
-        argv = [sys.executable, str(ROOT / "reproduce" / "sweep.py"), "--config", *CONFIGS, "--env-ids", "Pendulum-v1",
+        argv = [sys.executable, str(ROOT / "reproduce" / "sweep.py"), "--config", *configs, "--env-ids", "Pendulum-v1",
                 "--seeds", "1", "--out", str(out), "--progress-interval", "5", *args]  # fmt: skip
         self.process = subprocess.Popen(argv, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
@@ -73,8 +74,8 @@ class Sweep:
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             for line in list(self.lines):
-                if match := re.match(r"submitted 2 jobs \(slurm: (\S+), (\S+)\)", line):
-                    self.jobs = list(match.groups())
+                if match := re.match(r"submitted \d+ jobs \(slurm: ([^)]+)\)", line):
+                    self.jobs = match[1].split(", ")
                     return self.jobs
             assert self.process.poll() is None, "".join(self.lines)
             time.sleep(0.2)
@@ -202,8 +203,33 @@ def test_a_run_slurm_requeues_while_it_trains_resumes_bit_for_bit(tmp_path, loca
         log = job_log(tmp_path, job_id)
         # Slurm's word that it ended the job to requeue it; the job's, that it left no result; and a second start
         assert "DUE TO JOB REQUEUE" in job_log(tmp_path, job_id, "err"), log
-        assert "run stopped by SIGTERM, its state saved; scontrol requeue" in log, log
+        assert "run stopped by SIGTERM, its state saved; Slurm requeues the job" in log, log
         assert log.count("Starting with JobEnvironment") == 2, log
         assert (run_dir / "done.json").exists()
         assert scalars(run_dir) == scalars(local() / run), run
     print(f"requeue sweep: {time.time() - start:.0f} s")
+
+
+def test_a_cancelled_job_stays_cancelled(tmp_path, sweeps):
+    """`scancel` of a running job: the run saves its state (Slurm's SIGTERM), and the job ends for good, not requeued
+    (rerunning the sweep resumes the run). The sweep itself would wait on: without accounting (`sacct`) here it cannot
+    tell a cancelled job from one not yet requeued, so the test reads Slurm and the logs."""
+    cancelled = Sweep(tmp_path, "--backend", "slurm", "--slurm-timeout-min", "10", "--slurm-mem-gb", "1",
+                      configs=CONFIGS[:1])  # fmt: skip
+    sweeps.append(cancelled)
+    (job_id,) = cancelled.job_ids()
+    log_path, deadline = tmp_path / RUNS[0] / "stdout_stderr.log", time.time() + 300
+    while not (log_path.exists() and re.search(r"^step \d+/", log_path.read_text(), re.M)):
+        assert time.time() < deadline and cancelled.process.poll() is None, "".join(cancelled.lines)
+        time.sleep(0.5)
+    subprocess.run(["scancel", job_id], env=ENV, check=True)
+    while "run stopped by" not in (job := job_log(tmp_path, job_id)):
+        assert time.time() < deadline, job + job_log(tmp_path, job_id, "err")
+        time.sleep(0.5)
+    assert "run stopped by SIGTERM, its state saved; not requeued" in job, job
+    time.sleep(20)  # longer than a requeued job waits here before it starts again
+    shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], env=ENV, capture_output=True, text=True).stdout
+    assert "JobState=CANCELLED" in shown and "Restarts=0" in shown, shown
+    log = log_path.read_text()
+    assert STOP_LINE.findall(log) == ["SIGTERM"] and re.search(r"^stopped at step \d+, state saved", log, re.M), log
+    assert job.count("Starting with JobEnvironment") == 1 and len(list((tmp_path / RUNS[0]).glob("runs/*/state.pt"))) == 1

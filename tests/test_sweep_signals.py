@@ -131,24 +131,34 @@ def test_a_killed_sweep_takes_its_runs_down(tmp_path):
     assert "SIGTERM: saved" in (run_dir / sweep.LOG).read_text()
 
 
-@pytest.mark.parametrize("executor", ["slurm", "local"])
-def test_a_job_whose_run_slurm_stopped_ends_without_a_result_and_asks_for_a_requeue(tmp_path, monkeypatch, executor):
-    """In a Slurm job, a script stopped by Slurm's SIGTERM (a preemption, `scontrol requeue`) saves its state and exits
-    143. That is no result: the job asks Slurm to requeue it (`scontrol requeue JOBID`, here a stand-in that records its
-    call) and ends without one (SystemExit: submitit then writes no result file, and the sweep waits for the requeued
-    job). Under submitit's local executor there is no Slurm to ask: the job just ends without a result."""
+JOB_SHOWN = {  # what `scontrol -o show job` says of the job as its script exits, and whether the job asks for a requeue
+    "preempted": ("JobId=42 JobState=COMPLETING Restarts=0 PreemptTime=2026-12-05T17:00:00", True),
+    "requeued by Slurm": ("JobId=42 JobState=COMPLETING Restarts=1 PreemptTime=None", False),
+    "cancelled": ("JobId=42 JobState=COMPLETING Restarts=0 PreemptTime=None", False),
+    "local executor": ("", False),
+}
+
+
+@pytest.mark.parametrize("case", JOB_SHOWN)
+def test_a_job_whose_run_slurm_stopped_ends_without_a_result(tmp_path, monkeypatch, case):
+    """In a Slurm job, a script stopped by Slurm's SIGTERM saves its state and exits 143. That is no result: the job
+    ends without one (SystemExit: submitit then writes no result file, and the sweep waits for the requeued job). It
+    asks Slurm for a requeue (`scontrol requeue JOBID`, here a stand-in that records its calls) only after a preemption
+    that Slurm does not requeue itself; not after Slurm's own requeue, nor after a `scancel`, which must end the job."""
+    shown, asks = JOB_SHOWN[case]
     script = tmp_path / "sleeper.py"
     script.write_text(SLEEPER)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / sweep.SPEC).write_text(f'{{"argv": ["{script}"]}}')
     calls = tmp_path / "scontrol_calls"
-    (tmp_path / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "Job is in transition state" >&2\nexit 1\n')
+    (tmp_path / "scontrol").write_text(f'#!/bin/sh\n[ "$1" = -o ] && echo "{shown}" && exit 0\necho "$@" >> {calls}\n')
     (tmp_path / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", executor)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local" if case == "local executor" else "slurm")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.setenv("SUBMITIT_LOCAL_JOB_ID", "42")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
 
     def preempt():  # Slurm's SIGTERM, once the script is up
         while not (run_dir / "pid").exists() or not (run_dir / "pid").read_text():
@@ -164,7 +174,7 @@ def test_a_job_whose_run_slurm_stopped_ends_without_a_result_and_asks_for_a_requ
         signal.signal(signal.SIGUSR2, previous)
     assert ended.value.code == 143
     assert (run_dir / "runs" / "run1" / "state.pt").exists()
-    assert (calls.read_text().split() if calls.exists() else []) == (["requeue", "42"] if executor == "slurm" else [])
+    assert (calls.read_text().split() if calls.exists() else []) == (["requeue", "42"] if asks else [])
 
 
 # A script at its very end: its last step logged, SIGUSR2 ignored (the scripts' handler is gone by then), still exiting
