@@ -28,20 +28,25 @@ RESUME_FREE = ("save_model", "capture_video", "checkpoint_frequency", "track", "
 
 
 class StopRequest:
-    """SIGINT (Ctrl-C) and SIGTERM (`kill`, and what Slurm sends at preemption or a time limit) ask the training loop to
-    stop at the end of the current episode, after saving its state. A second signal exits at once; the last saved
-    state stays intact, as a state is only ever replaced whole. Installed explicitly, since a background job of a
-    non-interactive shell starts with SIGINT ignored; `restore()` puts the previous handlers back."""
+    """SIGINT (Ctrl-C), SIGTERM (`kill`, and what Slurm sends at preemption or a requeue) and SIGUSR2 (what submitit
+    asks Slurm to send before a time limit) ask the training loop to stop at the end of the current episode, after
+    saving its state. A second signal exits at once, but a SIGUSR2 only ever asks (Slurm's reaches a run directly and
+    through its job); the last saved state stays intact, as a state is only ever replaced whole. Installed explicitly,
+    since a background job of a non-interactive shell starts with SIGINT ignored; `restore()` puts the previous handlers
+    back."""
 
     def __init__(self):
         self.signal = 0
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
 
     def _handle(self, signum, frame):
+        if self.signal and signum == signal.SIGUSR2:  # a second SIGUSR2 is the same request
+            return
         if self.signal:
             raise SystemExit(128 + signum)
         self.signal = signum
-        print(f"{signal.Signals(signum).name}: stopping at the end of this episode (again: stop now)", flush=True)
+        again = "" if signum == signal.SIGUSR2 else " (again: stop now)"
+        print(f"{signal.Signals(signum).name}: stopping at the end of this episode{again}", flush=True)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -17,13 +17,15 @@ dense twin of a sparse configuration for the report. Each run gets its own direc
     python reproduce/sweep.py --preset first-reproduction --backend slurm --slurm-partition cpu   # one job per run
 
 Local runs go `--workers` at a time, each pinned to one CPU thread; a failed run is reported at the end and the others
-go on; the exit status is 1 if any run failed. Ctrl-C (or SIGTERM) stops the runs in flight: each saves its state at
-the end of its current episode, and the next sweep resumes it. On Slurm, a job that reaches its time limit or is
-preempted does the same and requeues itself (submitit's checkpointing), so a run longer than one job's limit finishes
-across several jobs.
+go on; the exit status is 1 if any run failed. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops the runs in
+flight: each saves its state at the end of its current episode, and the next sweep resumes it; a sweep killed without
+that chance (SIGKILL) takes its runs down too, each saving as it goes. On Slurm, a job signalled before its time limit
+(SIGUSR2) or stopped by Slurm itself (SIGTERM: a preemption, `scontrol requeue`) does the same and is requeued, so a run
+longer than one job's limit finishes across several jobs.
 """
 
 import csv
+import ctypes
 import faulthandler
 import json
 import os
@@ -44,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC, DONE, LOG = "run.json", "done.json", "stdout_stderr.log"
 # The scripts have no thread flag: the environment pins PyTorch (and numpy's BLAS) to one thread per run.
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# a script stopped by SIGINT, SIGTERM or SIGUSR2 saves its state at the end of its episode and exits 128 + the signal
+STOPPED = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR2}
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -140,8 +145,11 @@ class Args:
     """seconds between the time-limit signal and the kill: the run finishes its episode and saves in that time"""
     slurm_mem_gb: int = 8
     """memory of one Slurm job in GB"""
+    slurm_max_requeues: int = 100
+    """how many times one run's job may reach its time limit and be requeued (preemptions do not count)"""
     progress_interval: float = 60.0
-    """seconds between two progress lines (the step each running run has reached)"""
+    """seconds between two progress lines (the step each running run has reached); on Slurm also how often the jobs are
+    looked at (at least every 30 s)"""
     skip_complete_in: str | None = None
     """a results directory of reproduce/report.py (its runs.csv): the runs it records complete are not run again,
     here a record whose run directories were lost (a new machine); pair with report.py --keep-recorded"""
@@ -237,13 +245,39 @@ def recorded_complete(record: Path, runs: list[Run]) -> list[Run]:
     return recorded
 
 
-def run_one(run_dir: str, running: set | None = None) -> int:
+def die_with_parent(sig: int, ignore_usr2: bool = False):
+    """For Popen's preexec_fn: the child gets `sig` when the thread that started it ends, which waits on it until it
+    exits: so when this process ends, by SIGKILL too (Linux's PR_SET_PDEATHSIG). If it has ended already, no exec.
+    `ignore_usr2`: the child starts with SIGUSR2 ignored, so a SIGUSR2 that comes before the script catches it does not
+    kill it (the job repeats its own until the script exits)."""
+    parent = os.getpid()
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None  # looked up before the fork
+    if libc is not None:
+        libc.signal.argtypes, libc.signal.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_void_p
+
+    def set_up() -> None:  # in the child, between fork and exec: no import, no lookup, no lock
+        if libc is not None:
+            libc.prctl(PR_SET_PDEATHSIG, sig)
+            if ignore_usr2:
+                libc.signal(signal.SIGUSR2, 1)  # SIG_IGN, which exec keeps
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_up
+
+
+def run_one(run_dir: str, running: set | None = None, job: bool = False) -> int:
     """Run the command of one run directory's run.json there, and write done.json if it exits with 0 having reached its
     last step; returns the exit code. The same function runs in a local worker and in a Slurm job. A saved training
-    state is resumed (`--resume`); anything else an earlier attempt left in the directory is wiped first. The script
-    runs in its own session, so a Ctrl-C meant for the sweep does not reach it; the sweep sends it SIGTERM instead, and
-    it saves its state at the end of its episode. `running` collects the live process for that."""
+    state is resumed (`--resume`); anything else an earlier attempt left in the directory is wiped first. A local run
+    has its own session, so a Ctrl-C meant for the sweep does not reach it; the sweep sends it SIGTERM instead, and it
+    saves its state at the end of its episode. In a Slurm job (`job`) the script stays in the job's process group, so
+    Slurm's own signals reach it whatever the cluster tracks processes with, and the job stops it with SIGUSR2, which
+    the scripts never take as a second, stop-now signal. The script gets that signal too if this process dies without
+    stopping it (killed, or a closed terminal's SIGHUP where nothing handles it). `running` collects the live process."""
     run_dir = Path(run_dir)
+    if (run_dir / DONE).exists():  # a job requeued as its run completed (Slurm's signal came as the script ended)
+        return 0
     spec = json.loads((run_dir / SPEC).read_text())
     if any(run_dir.glob("runs/*/complete")):  # the script wrote its outputs and marked its run complete, then was killed
         (run_dir / DONE).write_text(json.dumps({"finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
@@ -266,35 +300,43 @@ def run_one(run_dir: str, running: set | None = None) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **ONE_THREAD},
-            start_new_session=True,
+            start_new_session=not job,
+            preexec_fn=die_with_parent(signal.SIGUSR2 if job else signal.SIGTERM, ignore_usr2=job),
         )
         if running is not None:
             running.add(process)
-        try:
-            returncode = process.wait()
+        try:  # `running` holds the process until its end is recorded (what a job's checkpoint reads)
+            returncode = record(run_dir, process.wait(), start)
         except BaseException:  # this process interrupted (Ctrl-C, or submitit cancelling its job): stop the script too
-            stop(process)
+            stop(process, signal.SIGUSR2 if job else signal.SIGTERM)
             raise
         finally:
             if running is not None:
                 running.discard(process)
+    return returncode
+
+
+def record(run_dir: Path, returncode: int, start: float) -> int:
+    """Write done.json if the script exited with 0 having reached its last step; returns the exit code, 1 for an exit
+    0 short of the last step (not complete, whatever the exit status says)."""
     step, _, total = last_line(run_dir / LOG, "step ").removeprefix("step ").partition(" ")[0].partition("/")
     if returncode == 0 and step and step == total:
         done = {"seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         (run_dir / DONE).write_text(json.dumps(done) + "\n")
-    elif returncode == 0:  # exit 0 short of the last step: not complete, whatever the exit status says
+    elif returncode == 0:
         returncode = 1
     return returncode
 
 
-def stop(process: subprocess.Popen, timeout_s: float = 600) -> None:
-    """SIGTERM, then wait while the script finishes its episode and saves its state; kill it if it takes too long.
-    Waits with os.waitpid, not Popen.wait: this also runs in a signal handler that interrupted a Popen.wait, whose
-    lock it would wait on forever."""
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 600) -> None:
+    """`sig`, then wait while the script finishes its episode and saves its state; kill it if it takes too long.
+    SIGUSR2 is sent again every second: the scripts take a repeat as the same request, and one sent while the script
+    was starting is not lost. Waits with os.waitpid, not Popen.wait: this also runs in a signal handler that
+    interrupted a Popen.wait, whose lock it would wait on forever."""
     if process.returncode is not None:
         return
-    process.terminate()
-    deadline = time.time() + timeout_s
+    process.send_signal(sig)
+    deadline, sent = time.time() + timeout_s, time.time()
     while True:
         try:
             pid, status = os.waitpid(process.pid, os.WNOHANG)
@@ -305,26 +347,66 @@ def stop(process: subprocess.Popen, timeout_s: float = 600) -> None:
             return
         if time.time() > deadline:
             process.kill()
+        elif sig == signal.SIGUSR2 and time.time() - sent >= 1:
+            process.send_signal(sig)
+            sent = time.time()
         time.sleep(0.1)
 
 
 class RunInJob:
-    """`run_one` as a submitit job that survives its time limit and preemption: submitit calls `checkpoint` on the
-    signal that comes `--slurm-signal-delay-s` before the kill; it stops the script (which saves its state) and returns
-    the same job to requeue, which then resumes the run."""
+    """`run_one` as a submitit job that survives its time limit and preemption. Before the time limit Slurm sends
+    SIGUSR2 (`--slurm-signal-delay-s` before the kill) to the job and the script; submitit calls `checkpoint`, which
+    stops the script (it saves its state) and returns the same job, which submitit requeues (`scontrol requeue`). At a
+    preemption or a `scontrol requeue`, Slurm sends SIGTERM to both; submitit ignores it, the script saves its state and
+    exits 143, and the job ends without a result (`requeue`), so the sweep waits for the requeued job. Either way the
+    requeued job resumes the run from its state."""
 
     def __init__(self):
         self.running: set = set()
 
     def __call__(self, run_dir: str) -> int:
-        return run_one(run_dir, self.running)
+        self.start = time.time()
+        returncode = run_one(run_dir, self.running, job=True)
+        if returncode in STOPPED and len(list(Path(run_dir).glob("runs/*/state.pt"))) == 1:
+            self.requeue(returncode)
+        return returncode
 
     def checkpoint(self, run_dir: str):
         import submitit
 
         for process in list(self.running):
-            stop(process)
+            stop(process, signal.SIGUSR2)
+            if process.returncode == 0:  # the run completed as the signal came: the requeued job finds it done
+                record(Path(run_dir), 0, self.start)
         return submitit.helpers.DelayedSubmission(RunInJob(), run_dir)
+
+    @staticmethod
+    def requeue(returncode: int) -> None:
+        """The script saved its state and exited on a signal that did not come through `checkpoint`: Slurm's SIGTERM
+        (a preemption, `scontrol requeue`, `scancel`) or a signal sent by hand. That is no result: the job ends
+        without one, which the sweep reads as 'not done yet' while the job is requeued and as a failure otherwise (a
+        rerun resumes the run). Slurm requeues the job itself after `scontrol requeue` and a preemption in REQUEUE
+        mode; the job asks for it after a preemption Slurm would not requeue (CANCEL mode); a `scancel`, with or without
+        a signal, is left to end the job."""
+        import submitit
+
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # submitit's own handler would requeue it again
+        name = signal.Signals(returncode - 128).name
+        if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+            print(f"run stopped by {name}, its state saved; the job ends without a result", flush=True)
+            raise SystemExit(returncode)
+        job_id = submitit.JobEnvironment().job_id
+        shown = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=60)
+        restarts = re.search(r"\bRestarts=(\d+)", shown.stdout)
+        if restarts and int(restarts[1]) > int(os.environ.get("SLURM_RESTART_COUNT", "0")):
+            said = "Slurm requeues the job"
+        elif re.search(r"\bPreemptTime=(?!None)", shown.stdout):
+            done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+            said = "preempted: " + ((done.stdout + done.stderr).strip().replace("\n", " ") or f"requeued {job_id}")
+        else:
+            said = "not requeued (cancelled, or a signal sent by hand): rerunning the sweep resumes it"
+        print(f"run stopped by {name}, its state saved; {said}", flush=True)
+        raise SystemExit(returncode)
 
 
 def last_line(path: Path, pattern: str = "") -> str:
@@ -401,7 +483,7 @@ def run_submitit(run_dirs: list[Path], out: Path, args: Args, cluster: str) -> d
 
     folder = out / "_submitit" / "%j"
     if cluster == "slurm":
-        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=args.slurm_max_requeues)
         executor.update_parameters(
             name="sweep",
             timeout_min=args.slurm_timeout_min,
@@ -412,14 +494,15 @@ def run_submitit(run_dirs: list[Path], out: Path, args: Args, cluster: str) -> d
             slurm_signal_delay_s=args.slurm_signal_delay_s,
         )
     else:  # submitit's own local executor: the same jobs, time limit and signal, here
-        executor = submitit.LocalExecutor(folder=folder)
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=args.slurm_max_requeues)
         executor.update_parameters(timeout_min=args.slurm_timeout_min, signal_delay_s=args.slurm_signal_delay_s)
     jobs = executor.map_array(RunInJob(), [str(run_dir) for run_dir in run_dirs])
     ids = ", ".join(job.job_id for job in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
     print(f"submitted {len(jobs)} jobs ({cluster}: {ids}); submitit's own logs in {out / '_submitit'}", flush=True)
     if cluster == "slurm":
         print("Ctrl-C stops watching only; the jobs go on (scancel them to stop them)", flush=True)
-    return watch(jobs, run_dirs, out, poll_s=1 if cluster == "local" else 30, progress_interval=args.progress_interval)
+    poll_s = 1 if cluster == "local" else min(30, args.progress_interval)
+    return watch(jobs, run_dirs, out, poll_s=poll_s, progress_interval=args.progress_interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,8 +566,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Ctrl-C and a kill stop the runs in flight; SIGINT explicitly, as a shell starts background jobs with it ignored
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.default_int_handler)
+    # Ctrl-C, a kill and a closed terminal stop the runs in flight; SIGINT explicitly, as a shell starts background jobs
+    # with it ignored; SIGHUP unless ignored (nohup: the sweep is meant to outlive its terminal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID` prints where each thread is
     raise SystemExit(main())

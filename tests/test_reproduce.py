@@ -22,9 +22,9 @@ from reproduce import report, sweep
 
 SWEEP, REPORT = str(ROOT / "reproduce" / "sweep.py"), str(ROOT / "reproduce" / "report.py")
 
-# A stand-in for a training script: records its call, fails while a flag file exists, or sleeps until SIGTERM, then
-# (like the real scripts) saves a state in its run directory and exits 143; `--resume` finishes the run; `--short`
-# exits 0 before its last step. Writes runs/ into its working directory.
+# A stand-in for a training script: records its call, fails while a flag file exists, or sleeps until SIGTERM or
+# SIGUSR2, then (like the real scripts) saves a state in its run directory and exits 128 + the signal; `--resume`
+# finishes the run; `--short` exits 0 before its last step. Writes runs/ into its working directory.
 FAKE_SCRIPT = """
 import os, pathlib, signal, sys, time
 args = sys.argv[1:]
@@ -41,8 +41,9 @@ print("step 5/10 | halfway", flush=True)
 if "--sleep" in args:
     def save_and_stop(signum, frame):
         pathlib.Path("runs/run1/state.pt").write_text("saved")
-        sys.exit(143)
+        sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, save_and_stop)
+    signal.signal(signal.SIGUSR2, save_and_stop)
     pathlib.Path(os.environ["FAKE_CALLS"] + ".pid").write_text(str(os.getpid()))
     time.sleep(60)
 if "--short" not in args:
