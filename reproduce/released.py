@@ -89,6 +89,8 @@ class Args:
     """their --seed"""
     total_timesteps: int | None = None
     """their --max_timesteps (None: their default, RLx2 3M, DS-TD3 1M); their schedules scale with it, as released"""
+    learning_starts: int | None = None
+    """their --start_timesteps, random-action steps before training (None: their default, 25k)"""
     released_args: str = ""
     """more arguments for their script, in their spelling, after ours (the last one wins): --released-args="--zeta 0.3" """
 
@@ -110,6 +112,8 @@ def their_argv(args: Args) -> list[str]:
     argv = ["--env", args.env_id, "--seed", str(args.seed)]
     if args.total_timesteps is not None:
         argv += ["--max_timesteps", str(args.total_timesteps)]
+    if args.learning_starts is not None:
+        argv += ["--start_timesteps", str(args.learning_starts)]
     if args.algo in ("rlx2-td3", "rlx2-sac"):
         table = RLX2_TD3_SPARSITY if args.algo == "rlx2-td3" else RLX2_SAC_SPARSITY
         if family not in table:
@@ -189,26 +193,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo not in ALGOS:
         raise SystemExit(f"error: --algo must be one of {', '.join(ALGOS)}, got {args.algo!r}")
     release, script, _ = ALGOS[args.algo]
+    if args.total_timesteps is not None and args.total_timesteps < 1:
+        raise SystemExit(f"error: --total-timesteps must be positive, got {args.total_timesteps}")
+    if args.learning_starts is not None and args.learning_starts < 0:
+        raise SystemExit(f"error: --learning-starts must be >= 0, got {args.learning_starts}")
+    total = args.total_timesteps or (3_000_000 if release == RLX2 else 1_000_000)
+    if release == RLX2 and total - (25_000 if args.learning_starts is None else args.learning_starts) < 1000:
+        raise SystemExit("error: the released RLx2 trains at least 1000 iterations (it logs every T_end / 1000 of them)")
+    try:
+        gymnasium.make(args.env_id).close()
+    except gymnasium.error.Error as e:
+        raise SystemExit(f"error: --env-id {args.env_id}: {e}") from None
+    script_argv = their_argv(args)
     if args.released_dir is None and not os.environ.get(DIR_VARIABLES[release]):
         raise SystemExit(
             f"error: --algo {args.algo}: give --released-dir or set {DIR_VARIABLES[release]} (a clone of {release})"
         )
     released_dir = Path(args.released_dir or os.environ[DIR_VARIABLES[release]]).expanduser().resolve()
     check_release(released_dir, release)
-    try:
-        gymnasium.make(args.env_id).close()
-    except gymnasium.error.Error as e:
-        raise SystemExit(f"error: --env-id {args.env_id}: {e}") from None
-    if args.total_timesteps is not None and args.total_timesteps < 1:
-        raise SystemExit(f"error: --total-timesteps must be positive, got {args.total_timesteps}")
-    script_argv = their_argv(args)
 
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = f"runs/{args.env_id}__{args.algo}-released__{args.seed}__{int(time.time())}"
     writer = SummaryWriter(run_dir)
     writer.add_text("released", f"{release}: {script} {shlex.join(script_argv)}")
-    total = args.total_timesteps or (3_000_000 if release == RLX2 else 1_000_000)
     progress = Progress(writer, total)
     print(f"{run_dir}: {release}, {script} {shlex.join(script_argv)}", flush=True)
     with open(f"{run_dir}/released.json", "w") as file:

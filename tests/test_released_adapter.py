@@ -69,6 +69,8 @@ def test_one_line_errors(monkeypatch):
     monkeypatch.delenv("RLX2_RELEASED_DIR", raising=False)
     with pytest.raises(SystemExit, match="give --released-dir or set RLX2_RELEASED_DIR"):
         released.main(["--algo", "rlx2-sac"])
+    with pytest.raises(SystemExit, match="trains at least 1000 iterations"):
+        released.main(["--algo", "rlx2-td3", "--released-dir", ".", "--total-timesteps", "1500", "--learning-starts", "600"])
     with pytest.raises(SystemExit, match="--algo must be one of"):
         released.main(["--algo", "rigl", "--released-dir", "."])
 
@@ -79,9 +81,10 @@ def test_their_command_lines():
         *("--env", "Hopper-v4", "--seed", "2", "--max_timesteps", "500000", "--actor_sparsity", "0.98"),
         *("--critic_sparsity", "0.95", "--nstep", "3", "--delay_nstep", "300000", "--use_dynamic_buffer"),
     ]
-    args = released.Args(algo="ds-td3", env_id="Ant-v4", released_args="--ann_setZeta 0.1")
+    args = released.Args(algo="ds-td3", env_id="Ant-v4", learning_starts=1000, released_args="--ann_setZeta 0.1")
     assert released.their_argv(args) == [
-        *("--env", "Ant-v4", "--seed", "1", "--ann_epsilonHid1", "40", "--ann_epsilonHid2", "64", "--policy", "DS-TD3"),
+        *("--env", "Ant-v4", "--seed", "1", "--start_timesteps", "1000", "--ann_epsilonHid1", "40", "--ann_epsilonHid2"),
+        *("64", "--policy", "DS-TD3"),
         *("--ann_setZeta", "0.1"),
     ]
     assert released.their_argv(released.Args(algo="rlx2-td3-dense"))[-2:] == ["--seed", "1"]  # their defaults: dense
