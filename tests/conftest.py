@@ -13,6 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config):
+    """`pytest -n 2` (pytest-xdist): each worker computes on one thread, and so do the scripts it starts as
+    subprocesses, so two workers share two cores without oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def run_script(tmp_path, monkeypatch):
     """Run a top-level script as `python script.py ARGS` inside a temporary directory and return its globals,
