@@ -507,3 +507,37 @@ def test_long_results_plan_is_seed_major_with_rlx2_sac_on_hopper_only():
     # with configurations of one's own, the preset's restriction goes too
     own = sweep.plan(sweep.Args(preset="long-results", config=("rlx2-sac=rlx2_sac.py",), seeds=(1,)))
     assert [run.name for run in own] == ["rlx2-sac/HalfCheetah-v4/seed1", "rlx2-sac/Hopper-v4/seed1"]
+
+
+def test_report_takes_its_title_conditions_and_commands_from_about_json(tmp_path):
+    """What the CSV files cannot say (when, where, which backend) comes from about.json, written by hand; without it
+    the page keeps a plain title."""
+    steps = range(0, 20_001, 5000)
+    write_run(tmp_path, "rlx2", "Hopper-v4", 1, "dense", {s: s / 100 for s in steps}, {})
+    write_run(tmp_path, "dense", "Hopper-v4", 1, None, {s: s / 200 for s in steps}, {})
+    report.write_csvs(tmp_path, tmp_path)
+    assert report.write_report(tmp_path).startswith("# Results of a sweep (reproduce/sweep.py)\n")
+    about = {"title": "RLx2 on Hopper", "ran": "2026-12-01", "machine": "a 2-vCPU VM", "conditions": "One thread each.",
+             "commands": {"rlx2": "rlx2_td3.py --sparse-backend kernel --no-cuda", "dense": "rlx2_td3.py --actor-sparsity 0"}}  # fmt: skip
+    (tmp_path / "about.json").write_text(json.dumps(about))
+    text = report.write_report(tmp_path)
+    assert text.startswith("# RLx2 on Hopper (2026-12-01, a 2-vCPU VM)\n\nOne thread each.\n\n| config | command |\n")
+    assert "| rlx2 | `rlx2_td3.py --sparse-backend kernel --no-cuda` |" in text
+    kernel = "`rlx2` ran on the kernel backend (`--sparse-backend kernel`): the same algorithm as the default masked path"
+    assert f"{kernel}, not the same numbers." in text
+
+
+def test_report_pairs_each_sparse_configuration_with_its_twin_in_one_panel():
+    """curves.png: one axis per sparse configuration and its dense twin, so the two are told apart from other pairs."""
+    summary = lambda config, twin=None: SimpleNamespace(config=config, twin=twin)  # noqa: E731
+    a, a_dense, b, b_dense, alone = summary("a", "a-dense"), summary("a-dense"), summary("b", "b-dense"), summary("b-dense"), summary("alone", "missing")  # fmt: skip
+    assert report.pairs([a, a_dense, b, b_dense, alone]) == [[a, a_dense], [b, b_dense], [alone]]
+
+
+def test_the_long_results_record_names_the_commands_of_the_preset():
+    """about.json's commands are the long-results preset's: the report's table says what ran, backend included."""
+    about = json.loads((ROOT / "docs" / "results" / "long-results" / "about.json").read_text())
+    assert about["commands"] == dict(config.split("=", 1) for config in sweep.PRESETS["long-results"].configs)
+    assert (
+        "--sparse-backend kernel" in about["commands"]["rlx2"] and "--sparse-backend kernel" in about["commands"]["rlx2-sac"]
+    )
