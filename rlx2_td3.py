@@ -147,7 +147,7 @@ class Args:
     """fraction of the stored transitions (the oldest) dropped per shrink (paper: 0.1)"""
     sparse_backend: str = "masked"
     """'masked': dense products of masked weights (as every published code); 'kernel': CPU products over the active
-    weights only, same results (common/kernels.py)"""
+    weights only: the same algorithm, other float rounding, so long runs drift apart (common/kernels.py)"""
 
 
 # the bounds of the arguments, checked before anything is written (common/checks.py): an interval, or the values allowed

@@ -383,7 +383,9 @@ if __name__ == "__main__":
     dense = [
         f"{net}.{name}" for net, d in (("actor", actor_densities), ("qf", qf_densities)) for name, v in d.items() if v >= 1
     ]
-    if dense:  # e.g. Ant-v4's default 27-dim input at the epsilon the paper chose for gym Ant-v3's 111 dims
+    # Only the paper's epsilons promise a sparsity: Ant-v4's default 27-dim input makes layer 1 dense at the epsilon the
+    # paper chose for gym Ant-v3's 111 dims. A dense run, a solved --sparsity or one's own epsilons promise nothing.
+    if dense and args.sparsity is None and args.er_epsilons is None and args.env_id.split("-")[0] in ER_EPSILONS:
         print(f"note: {', '.join(dense)} come out dense at these ER epsilons: the networks are less sparse than the paper's")
     mask_init = "bernoulli" if args.sparsity is None else "random"
     actor_sparse = sparsify(actor, actor_densities, mask_init)

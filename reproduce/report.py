@@ -17,12 +17,15 @@ completed where the record has, keep their rows as recorded. They write to --out
 - `runs.csv`: one row per run of the sweep, started or not: config, env_id, seed, twin (its dense twin's config),
   complete (True once the sweep wrote its `done.json`: it reached its last step), total_timesteps (from its command;
   empty if the command leaves the script's default), and the last value it logged of each of LAST_VALUE_TAGS;
-- `curves.png`: eval return against environment steps, mean and +- one std over seeds, one axis per env; a dense twin
-  is dashed, in the colour of its sparse configuration;
-- `buffer.png`, only when some run logs a buffer capacity: that capacity per seed against steps and, on the right
-  axis, the n-step of its targets; one axis per env and configuration;
-- `report.md`: per env, a table of our runs, our sparse runs' % of their dense twins over training and, below them,
-  the published numbers (theirs, copied from the papers, with their budget, env version and seeds).
+- `curves.png`: eval return against environment steps, mean and +- one std over seeds, one axis per env and sparse
+  configuration with its dense twin (solid and dashed, in two colours), and one per configuration without a pair;
+- `buffer.png`, only when some run logs a buffer capacity: that capacity per seed against steps on a log axis (each
+  seed its own colour, line style and width, so seeds that coincide still show), and a vertical line where the n-step
+  of the targets changes; one axis per env and configuration;
+- `report.md`: its title and run conditions from `about.json` when the directory has one (written by hand: `title`,
+  `ran`, `machine`, `conditions` and `commands`, each configuration's command line, which names its backend); then per
+  env a table of our runs, our sparse runs' % of their dense twins over training and, below them, the published
+  numbers (theirs, copied from the papers, with their budget, env version and seeds).
 
 Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
 of them reached (the table's steps):
@@ -57,6 +60,7 @@ from typing import NamedTuple
 import numpy as np
 import tyro
 from matplotlib.figure import Figure  # without pyplot: no display, savefig renders PNG with Agg
+from matplotlib.ticker import FuncFormatter
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root, for reproduce.*
@@ -79,6 +83,7 @@ EVAL_TAGS = {  # evals.csv's columns after eval_return, and the tags they come f
     "buffer_capacity": "buffer/capacity",
 }
 EVAL_COLUMNS = ("config", "env_id", "seed", "step", "eval_return", *EVAL_TAGS)
+ABOUT = "about.json"  # optional, written by hand beside the CSV files: what the data cannot say (when, where, how)
 RUN_COLUMNS = ("config", "env_id", "seed", "twin", "complete", "total_timesteps", *LAST_VALUE_TAGS)
 
 
@@ -481,6 +486,9 @@ def published_table(env_id: str) -> list[str]:
     return lines
 
 
+STEPS_IN_THOUSANDS = FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0")
+
+
 def figure_grid(panels: int, columns: int, width: float, height: float) -> tuple[Figure, list]:
     """A figure with `panels` axes in rows of `columns`; the axes beyond them hidden."""
     columns = min(columns, panels)
@@ -488,52 +496,95 @@ def figure_grid(panels: int, columns: int, width: float, height: float) -> tuple
     axes = list(fig.subplots(-(-panels // columns), columns, squeeze=False).flat)
     for ax in axes[panels:]:
         ax.axis("off")
+    for ax in axes[:panels]:
+        ax.xaxis.set_major_formatter(STEPS_IN_THOUSANDS)
     return fig, axes[:panels]
 
 
+def pairs(summaries: list[Summary]) -> list[list[Summary]]:
+    """Each sparse configuration with its dense twin, and every configuration that is in no pair alone."""
+    by_config = {s.config: s for s in summaries}
+    in_a_pair = {s.twin for s in summaries if s.twin in by_config}
+    return [[s, *([by_config[s.twin]] if s.twin in by_config else [])] for s in summaries if s.config not in in_a_pair]
+
+
 def plot_curves(by_env: dict[str, list[Summary]], path: Path) -> None:
-    fig, axes = figure_grid(len(by_env), 3, 6, 4.2)
-    for ax, (env_id, summaries) in zip(axes, by_env.items()):
-        colours: dict[str, str] = {}
-        for s in summaries:  # a dense twin: dashed, in the colour of its sparse configuration
-            sparse = next((o.config for o in summaries if o.twin == s.config and o.config in colours), None)
-            colours[s.config] = colours[sparse] if sparse else f"C{len(set(colours.values())) % 10}"
-            is_twin = any(o.twin == s.config for o in summaries)
+    panels = [(env_id, pair) for env_id, summaries in by_env.items() for pair in pairs(summaries)]
+    fig, axes = figure_grid(len(panels), 3, 5.5, 4)
+    for ax, (env_id, pair) in zip(axes, panels):
+        for s, colour, style in zip(pair, ("C0", "C1"), ("-", "--")):  # the sparse configuration, then its dense twin
             label = f"{s.config} ({s.seeds} seed{'s' if s.seeds > 1 else ''}{'' if s.complete else ', in progress'})"
-            ax.plot(s.curve_steps, s.curve_mean, color=colours[s.config], linestyle="--" if is_twin else "-", label=label)
+            ax.plot(s.curve_steps, s.curve_mean, color=colour, linestyle=style, label=label)
             low, high = s.curve_mean - s.curve_std, s.curve_mean + s.curve_std
-            ax.fill_between(s.curve_steps, low, high, color=colours[s.config], alpha=0.2, linewidth=0)
-        ax.set(title=env_id, xlabel="environment steps", ylabel="eval return (mean ± std over seeds)")
+            ax.fill_between(s.curve_steps, low, high, color=colour, alpha=0.2, linewidth=0)
+        ax.set(title=f"{' vs '.join(s.config for s in pair)}, {env_id}", xlabel="environment steps",
+               ylabel="eval return (mean ± std over seeds)")  # fmt: skip
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+SEED_STYLES = (("-", 3.5), ("--", 2.2), (":", 1.6))  # (line style, width) per seed: wide under narrow
+
+
 def plot_buffer(runs: list[RunLog], path: Path) -> bool:
-    """RLx2's dynamic buffer: its capacity per seed against steps, the n-step on the right axis, one axis per env and
-    configuration that logs a capacity. False (and no figure) when none does."""
+    """RLx2's dynamic buffer: its capacity per seed against steps on a log axis, and where the n-step of the targets
+    changes, one axis per env and configuration that logs a capacity. False (and no figure) when none does."""
     groups: dict[tuple[str, str], list[RunLog]] = {}
     for run in runs:
         if np.isfinite(run.evals["buffer_capacity"]).any():
             groups.setdefault((run.env_id, run.config), []).append(run)
     if not groups:
         return False
-    fig, axes = figure_grid(len(groups), 2, 6.5, 4.2)
+    fig, axes = figure_grid(len(groups), 2, 6.5, 4.6)
     for ax, ((env_id, config), group) in zip(axes, sorted(groups.items())):
-        n_step = ax.twinx()
+        switches: dict[tuple[int, int, int], list[int]] = {}  # (step, n before, n after): the seeds that switched there
         for i, run in enumerate(group):
-            ax.plot(run.evals["step"], run.evals["buffer_capacity"], color=f"C{i}", label=f"seed {run.seed}: capacity")
-            n_step.plot(run.evals["step"], run.evals["n_step"], color=f"C{i}", linestyle=":", label=f"seed {run.seed}: n-step")
-        ax.set(title=f"{config} on {env_id}", xlabel="environment steps", ylabel="buffer capacity (solid)")
-        top = np.nanmax(np.concatenate([run.evals["n_step"] for run in group]), initial=1) + 1
-        n_step.set(ylabel="n-step (dotted)", ylim=(0, top))
-        ax.set_ylim(bottom=0)  # both axes from 0: the two lines apart when both are constant
-        ax.grid(alpha=0.3)
-        ax.legend(handles=ax.get_lines() + n_step.get_lines(), fontsize="small")
+            style, width = SEED_STYLES[i % len(SEED_STYLES)]
+            steps, capacity = run.evals["step"], run.evals["buffer_capacity"]
+            ax.plot(steps, capacity, color=f"C{i}", linestyle=style, linewidth=width, label=f"seed {run.seed}")
+            n_step = run.evals["n_step"]
+            for j in np.flatnonzero(np.isfinite(n_step[:-1]) & np.isfinite(n_step[1:]) & (n_step[1:] != n_step[:-1])):
+                switches.setdefault((int(steps[j + 1]), int(n_step[j]), int(n_step[j + 1])), []).append(run.seed)
+        for (step, before, after), seeds in sorted(switches.items()):
+            label = f"{before}-step to {after}-step targets (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+            ax.axvline(step, color="0.4", linestyle=(0, (1, 3)), linewidth=1.2, label=label)
+        ax.set(title=f"{config} on {env_id}", xlabel="environment steps", ylabel="buffer capacity (log scale)", yscale="log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     return True
+
+
+def read_about(data_dir: Path) -> dict:
+    """about.json's fields (title, ran, machine, conditions, commands), or none."""
+    return json.loads((data_dir / ABOUT).read_text()) if (data_dir / ABOUT).exists() else {}
+
+
+def about_lines(about: dict) -> list[str]:
+    """The title, and what the CSV files cannot say: when and where the runs ran, and each configuration's command."""
+    title = about.get("title", "Results of a sweep (reproduce/sweep.py)")
+    when_where = ", ".join(about[key] for key in ("ran", "machine") if key in about)
+    lines = [f"# {title}" + (f" ({when_where})" if when_where else ""), ""]
+    if "conditions" in about:
+        lines += [about["conditions"], ""]
+    if commands := about.get("commands"):
+        lines += [
+            "| config | command |",
+            "|---|---|",
+            *(f"| {name} | `{command}` |" for name, command in commands.items()),
+            "",
+        ]
+        if kernel := [name for name, command in commands.items() if "--sparse-backend kernel" in command]:
+            lines += [
+                f"{', '.join(f'`{name}`' for name in kernel)} ran on the kernel backend (`--sparse-backend kernel`): the "
+                "same algorithm as the default masked path, not the same numbers. Float rounding differs between the "
+                "two, flips near-ties in the topology update's rankings, and the runs drift apart.",
+                "",
+            ]
+    return lines
 
 
 def write_report(data_dir: Path, out: Path | None = None) -> str:
@@ -545,12 +596,15 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         raise SystemExit(f"error: no evaluation in {data_dir / 'evals.csv'}")
     by_env = {env_id: summarize_env([run for run in runs if run.env_id == env_id]) for env_id in env_ids}
     out.mkdir(parents=True, exist_ok=True)
-    figures = ["![Learning curves: eval return against steps, mean and one std over seeds; dense twins dashed](curves.png)"]
+    figures = [
+        "![Learning curves: eval return against steps, mean and one std over seeds, each sparse configuration beside "
+        "its dense twin (dashed)](curves.png)"
+    ]
     if plot_buffer(runs, out / "buffer.png"):
-        figures.append("![RLx2's buffer capacity per seed against steps, and the n-step of its targets](buffer.png)")
+        figures.append("![RLx2's buffer capacity per seed against steps (log scale), and where its targets switch to "
+                       "n steps](buffer.png)")  # fmt: skip
     lines = [
-        "# Results of a sweep (reproduce/sweep.py)",
-        "",
+        *about_lines(read_about(data_dir)),
         "Ours: final return = each seed's mean of its last 10 evaluations, then mean ± std (population) over seeds. "
         "% of dense twin: our final return over our dense twin's, both cut at the smaller of their steps (named in the "
         "cell when it is not this row's). Sparsity, FLOPs (relative to the dense network) and weights (no biases): the "

@@ -13,6 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config):
+    """`pytest -n 2` (pytest-xdist): each worker computes on one thread, and so do the scripts it starts as
+    subprocesses, so two workers share two cores without oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 # bad inputs every script refuses before it writes anything (each test file adds its own)
 BAD_INPUTS = [["--learning-rate", "inf"], ["--batch-size", "10000000000"], ["--buffer-size", "10000000000"],
               ["--topology-end", "-5"], ["--env-kwargs", '{"render_mode": "human"}']]  # fmt: skip

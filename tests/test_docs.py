@@ -257,3 +257,25 @@ def test_the_checker_finds_made_up_flags_and_broken_links(tmp_path):
     assert checked == 14
     link_problems, _ = check_links(page.read_text(), page)
     assert len(link_problems) == 2 and "missing.md" in link_problems[0] and "no-such-heading" in link_problems[1]
+
+
+# Words that speak of how the project was made (its work sessions, its machines, its hopes) rather than of the code and
+# its results. docs/results/long-results/history.md is the one page meant to hold run history, and may use them.
+MAKING_OF = ("session", "digit for digit", "this project's machines", "we aimed for", "undated in", "notebook",
+             "until now", "so far")  # fmt: skip
+RUN_HISTORY = ROOT / "docs" / "results" / "long-results" / "history.md"
+
+
+def making_of(text: str) -> list[str]:
+    return [phrase for phrase in MAKING_OF if re.search(rf"\b{re.escape(phrase)}s?\b", text, re.IGNORECASE)]
+
+
+@pytest.mark.parametrize("path", [p for p in DOCS if p != RUN_HISTORY], ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_speak_of_the_code_not_of_how_it_was_made(path):
+    assert not making_of(path.read_text()), f"{path.relative_to(ROOT)}: {making_of(path.read_text())}"
+
+
+def test_the_making_of_check_finds_its_words():
+    assert making_of("Run at two threads (every session so far); x1.25, not the x1.5 we aimed for.") == [
+        "session", "we aimed for", "so far"]  # fmt: skip
+    assert making_of("Two sessions.") == ["session"] and making_of("the sofa; so farther") == [] and RUN_HISTORY.exists()

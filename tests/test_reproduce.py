@@ -452,10 +452,10 @@ def test_the_committed_records_hold_every_evaluation_of_each_run_once():
                 assert steps[-1] == run.total_timesteps, (data.name, run.name)
 
 
-def test_the_front_pages_long_results_are_the_committed_pages_numbers():
-    """Each final return and % of the README's long-results table stands in its env's part of the committed page."""
+def test_the_front_pages_results_are_the_committed_pages_numbers():
+    """Each final return and % of the README's results table stands in its env's part of the committed page."""
     readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Long results")[1].split("\n## ")[0]
+    table = readme.split("## Results")[1].split("\n## ")[0].split("\n### ")[0]  # the first table, ours
     page = (ROOT / "docs" / "results" / "long-results" / "report.md").read_text()
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "-v4" in line]
     assert len(rows) >= 9
@@ -518,3 +518,37 @@ def test_a_run_the_script_marked_complete_is_never_run_again(tmp_path, fake):
     argv = ["--config", f"a={fake}", "--env-ids", "E-v0", "--seeds", "1", "--out", str(tmp_path / "out")]
     assert sweep.main(argv) == 0 and fake.calls() == []
     assert (marker.parents[2] / "done.json").exists() and marker.exists()  # nothing wiped
+
+
+def test_report_takes_its_title_conditions_and_commands_from_about_json(tmp_path):
+    """What the CSV files cannot say (when, where, which backend) comes from about.json, written by hand; without it
+    the page keeps a plain title."""
+    steps = range(0, 20_001, 5000)
+    write_run(tmp_path, "rlx2", "Hopper-v4", 1, "dense", {s: s / 100 for s in steps}, {})
+    write_run(tmp_path, "dense", "Hopper-v4", 1, None, {s: s / 200 for s in steps}, {})
+    report.write_csvs(tmp_path, tmp_path)
+    assert report.write_report(tmp_path).startswith("# Results of a sweep (reproduce/sweep.py)\n")
+    about = {"title": "RLx2 on Hopper", "ran": "2026-12-01", "machine": "a 2-vCPU VM", "conditions": "One thread each.",
+             "commands": {"rlx2": "rlx2_td3.py --sparse-backend kernel --no-cuda", "dense": "rlx2_td3.py --actor-sparsity 0"}}  # fmt: skip
+    (tmp_path / "about.json").write_text(json.dumps(about))
+    text = report.write_report(tmp_path)
+    assert text.startswith("# RLx2 on Hopper (2026-12-01, a 2-vCPU VM)\n\nOne thread each.\n\n| config | command |\n")
+    assert "| rlx2 | `rlx2_td3.py --sparse-backend kernel --no-cuda` |" in text
+    kernel = "`rlx2` ran on the kernel backend (`--sparse-backend kernel`): the same algorithm as the default masked path"
+    assert f"{kernel}, not the same numbers." in text
+
+
+def test_report_pairs_each_sparse_configuration_with_its_twin_in_one_panel():
+    """curves.png: one axis per sparse configuration and its dense twin, so the two are told apart from other pairs."""
+    summary = lambda config, twin=None: SimpleNamespace(config=config, twin=twin)  # noqa: E731
+    a, a_dense, b, b_dense, alone = summary("a", "a-dense"), summary("a-dense"), summary("b", "b-dense"), summary("b-dense"), summary("alone", "missing")  # fmt: skip
+    assert report.pairs([a, a_dense, b, b_dense, alone]) == [[a, a_dense], [b, b_dense], [alone]]
+
+
+def test_the_long_results_record_names_the_commands_of_the_preset():
+    """about.json's commands are the long-results preset's: the report's table says what ran, backend included."""
+    about = json.loads((ROOT / "docs" / "results" / "long-results" / "about.json").read_text())
+    assert about["commands"] == dict(config.split("=", 1) for config in sweep.PRESETS["long-results"].configs)
+    assert (
+        "--sparse-backend kernel" in about["commands"]["rlx2"] and "--sparse-backend kernel" in about["commands"]["rlx2-sac"]
+    )
