@@ -95,7 +95,8 @@ def check_command(command: str, where: str) -> tuple[list[str], int]:
             if flag not in allowed:
                 problems.append(f"{where}: {flag} is not a flag of {describe(segment)}: {command.strip()[:120]}")
             value = token.partition("=")[2]
-            if value.startswith("--"):  # --extra-args="--eval-episodes 5": flags for the runs' scripts
+            # --extra-args="--eval-episodes 5": flags for the runs' scripts (not --released-args: the released code's)
+            if value.startswith("--") and flag != "--released-args":
                 for inner_flag in filter(None, map(flag_of, value.split())):
                     checked += 1
                     if inner_flag not in any_training_flag():
@@ -260,17 +261,17 @@ def test_the_checker_finds_made_up_flags_and_broken_links(tmp_path):
 
 
 # Words that speak of how the project was made (its work sessions, its machines, its hopes) rather than of the code and
-# its results. docs/results/long-results/history.md is the one page meant to hold run history, and may use them.
+# its results. A results folder's history.md is the page meant to hold its runs' history, and may use them.
 MAKING_OF = ("session", "digit for digit", "this project's machines", "we aimed for", "undated in", "notebook",
              "until now", "so far")  # fmt: skip
-RUN_HISTORY = ROOT / "docs" / "results" / "long-results" / "history.md"
+RUN_HISTORIES = sorted((ROOT / "docs" / "results").glob("*/history.md"))
 
 
 def making_of(text: str) -> list[str]:
     return [phrase for phrase in MAKING_OF if re.search(rf"\b{re.escape(phrase)}s?\b", text, re.IGNORECASE)]
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if p != RUN_HISTORY], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [p for p in DOCS if p not in RUN_HISTORIES], ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_speak_of_the_code_not_of_how_it_was_made(path):
     assert not making_of(path.read_text()), f"{path.relative_to(ROOT)}: {making_of(path.read_text())}"
 
@@ -278,4 +279,4 @@ def test_docs_speak_of_the_code_not_of_how_it_was_made(path):
 def test_the_making_of_check_finds_its_words():
     assert making_of("Run at two threads (every session so far); x1.25, not the x1.5 we aimed for.") == [
         "session", "we aimed for", "so far"]  # fmt: skip
-    assert making_of("Two sessions.") == ["session"] and making_of("the sofa; so farther") == [] and RUN_HISTORY.exists()
+    assert making_of("Two sessions.") == ["session"] and making_of("the sofa; so farther") == [] and RUN_HISTORIES
