@@ -1,5 +1,6 @@
 import os
 import runpy
+import signal
 import sys
 from pathlib import Path
 
@@ -38,6 +39,27 @@ def run_script(tmp_path, monkeypatch):
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     return run
+
+
+def signal_at(monkeypatch, step: int, signals: int = 1, signum: int = signal.SIGTERM) -> None:
+    """Every env made from now on sends this process `signum` (`signals` times) at its `step`-th env step."""
+    make = gym.make
+
+    def make_and_count(*args, **kwargs):
+        env = make(*args, **kwargs)
+        step_env, count = env.step, [0]
+
+        def step_and_signal(action):
+            count[0] += 1
+            if count[0] == step:
+                for _ in range(signals):
+                    os.kill(os.getpid(), signum)
+            return step_env(action)
+
+        env.step = step_and_signal
+        return env
+
+    monkeypatch.setattr(gym, "make", make_and_count)
 
 
 def logged_scalars(run_dir: str, steps: bool = False) -> dict[str, list]:

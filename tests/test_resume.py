@@ -14,7 +14,7 @@ import zipfile
 import gymnasium as gym
 import pytest
 import torch
-from conftest import logged_scalars
+from conftest import logged_scalars, signal_at
 
 from common.resume import load_file, read_digests, save_file
 
@@ -29,27 +29,6 @@ SCRIPTS = {
     "rlx2_td3.py": RLX2,
     "rlx2_sac.py": RLX2,
 }
-
-
-def signal_at(monkeypatch, step: int, signals: int = 1) -> None:
-    """Every env made from now on sends this process SIGTERM (`signals` times) at its `step`-th env step."""
-    make = gym.make
-
-    def make_and_count(*args, **kwargs):
-        env = make(*args, **kwargs)
-        step_env, count = env.step, [0]
-
-        def step_and_signal(action):
-            count[0] += 1
-            if count[0] == step:
-                for _ in range(signals):
-                    os.kill(os.getpid(), signal.SIGTERM)
-            return step_env(action)
-
-        env.step = step_and_signal
-        return env
-
-    monkeypatch.setattr(gym, "make", make_and_count)
 
 
 def assert_same_run(a: dict, b: dict) -> None:

@@ -11,10 +11,9 @@ import sys
 import threading
 import time
 
-import gymnasium as gym
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, signal_at
 
 from reproduce import sweep
 
@@ -41,34 +40,13 @@ time.sleep(120)
 """
 
 
-def usr2_at(monkeypatch, step: int, signals: int) -> None:
-    """Every env made from now on sends this process SIGUSR2 (`signals` times) at its `step`-th env step."""
-    make = gym.make
-
-    def make_and_count(*args, **kwargs):
-        env = make(*args, **kwargs)
-        step_env, count = env.step, [0]
-
-        def step_and_signal(action):
-            count[0] += 1
-            if count[0] == step:
-                for _ in range(signals):
-                    os.kill(os.getpid(), signal.SIGUSR2)
-            return step_env(action)
-
-        env.step = step_and_signal
-        return env
-
-    monkeypatch.setattr(gym, "make", make_and_count)
-
-
 @pytest.mark.parametrize("script", ["sparse_td3.py", "rlx2_sac.py"])
 def test_slurms_time_limit_signal_stops_a_script_at_its_episode_end_even_twice(run_script, monkeypatch, capsys, script):
     """SIGUSR2 (what Slurm sends before a time limit, to the script and to its job, which passes it on) saves the state
     at the end of the episode and exits 140; the second one does not make it exit at once."""
     sparsity = ["--actor-sparsity", "0.9", "--critic-sparsity", "0.9"] if script.startswith("rlx2") else []
     with monkeypatch.context() as patch:
-        usr2_at(patch, 401, signals=2)
+        signal_at(patch, 401, signals=2, signum=signal.SIGUSR2)
         with pytest.raises(SystemExit) as stopped:
             run_script(script, *PENDULUM, *sparsity)
     assert stopped.value.code == 128 + signal.SIGUSR2
