@@ -45,6 +45,10 @@ of them reached (the table's steps):
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
   evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never,
   none where the % is none;
+- ours beside the released code: each configuration `X` of ours that a configuration `X-released` (the authors' code,
+  reproduce/released.py) sits beside on the env, both cut at the last step all their seeds reached: both final
+  returns, ours minus theirs and the seeds' spread (ours' std plus theirs': a larger difference means the mean +- std
+  ranges do not overlap, said under the table), and each one's % of its own dense twin beside the paper's;
 - complete runs only: where a configuration in progress cuts a complete run short (at the step its seeds still running
   reached), a second table holds the env's complete runs alone, each to its last step;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
@@ -154,6 +158,7 @@ PUBLISHED = [
     Published(RLX2, "Ant", "RigL", "96% / 88%", None, None, 69),
 ]
 # a preset's config: its method above (ours, and the released code that reproduce/released.py runs)
+RELEASED = "-released"  # a configuration of the released code is named after ours with it (reproduce/released.py)
 PAPER_METHOD = {"ds-td3": "DS-TD3", "ds-sac": "DS-SAC", "rlx2": "RLx2", "ds-td3-released": "DS-TD3", "rlx2-released": "RLx2"}
 
 
@@ -456,11 +461,76 @@ def reading(s: Summary, theirs: float, budget: str) -> str:
     return f"{text} {why}"
 
 
-def env_tables(env_id: str, summaries: list[Summary]) -> list[str]:
-    """The table of our runs on one env and, under it, their % of dense twin over training against the paper's."""
+def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
+    """Each configuration of ours beside the released code's runs of it (`X` and `X-released`), both cut at the last
+    step all their seeds reached: final returns, ours minus theirs against the seeds' spread, and each one's % of its
+    own dense twin (both cut at that step too, or at the twin's last if earlier) beside the paper's."""
+    by_config: dict[str, list[RunLog]] = {}
+    for run in runs:
+        if run.started:
+            by_config.setdefault(run.config, []).append(run)
+    released = [config for config in sorted(by_config) if config.endswith(RELEASED)]
+    matched = [(config.removesuffix(RELEASED), config) for config in released if config.removesuffix(RELEASED) in by_config]
+    if not matched:
+        return []
+    lines = [
+        f"Ours beside the authors' released code (`{matched[0][0]}{RELEASED}`: their script, unmodified, run by "
+        "`reproduce/released.py`), both cut at the last step all their seeds reached. Spread: ours' std plus theirs' "
+        "(over seeds); a larger difference means the two mean ± std ranges do not overlap. % of dense twin: each over "
+        "its own twin, cut alike.",
+        "",
+        "| ours | theirs | steps | ours: final return | theirs: final return | ours minus theirs | spread "
+        "| ours: % of dense twin | theirs: % of dense twin | the paper's % of dense |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    readings = []
+    for ours, theirs in matched:
+        at = min(int(run.evals["step"][-1]) for run in by_config[ours] + by_config[theirs])
+        own, their = (summarize(by_config[config], at) for config in (ours, theirs))
+        finals = [f"{s.final_mean:.1f} ± {s.final_std:.1f} ({seeds_said(s)})" for s in (own, their)]
+        difference, spread = own.final_mean - their.final_mean, own.final_std + their.final_std
+        percents = []
+        for config in (ours, theirs):
+            twin = by_config[config][0].twin
+            if twin not in by_config:
+                percents.append("—")
+                continue
+            until = min(at, min(int(run.evals["step"][-1]) for run in by_config[twin]))
+            percent = percent_of(summarize(by_config[config], until), summarize(by_config[twin], until))
+            percents.append(fmt(percent, ".1f", "%") + ("" if until == at or percent is None else f" (at {until:,})"))
+        key = (PAPER_METHOD.get(ours), env_id.split("-")[0])
+        published = next((row for row in PUBLISHED if (row.method, row.env) == key), None)
+        paper = "—" if published is None else fmt(published_percent(published), ".1f", "%")
+        if published is not None and paper != "—":
+            paper += f" ({published.paper.name}; budget: {published.paper.budget})"
+        lines.append(f"| {ours} | {theirs} | {at:,} | {finals[0]} | {finals[1]} | {difference:+.1f} | {spread:.1f} "
+                     f"| {percents[0]} | {percents[1]} | {paper} |")  # fmt: skip
+        if min(own.seeds, their.seeds) < 2:
+            readings.append(f"- `{ours}` and `{theirs}` at {at:,} steps: one seed on a side, no spread to judge the "
+                            "difference by yet.")  # fmt: skip
+        else:
+            beyond = abs(difference) > spread
+            readings.append(
+                f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
+                f"{abs(difference):.1f}, {'more' if beyond else 'less'} than the seeds' spread ({spread:.1f})"
+                + (": the two differ beyond seed noise here." if beyond else ": not told apart by these seeds.")
+            )
+    return lines + ["", *readings]
+
+
+def seeds_said(s: Summary) -> str:
+    """A configuration's seeds in a cell: how many, and how many of the sweep's while some are not complete."""
+    return f"{s.seeds} seed{'s' if s.seeds > 1 else ''}" + ("" if s.complete else f" of {s.runs}, in progress")
+
+
+def env_tables(env_id: str, summaries: list[Summary], runs: list[RunLog]) -> list[str]:
+    """The table of our runs on one env, their % of dense twin over training against the paper's, and ours beside the
+    released code's runs."""
     lines = [*env_table(summaries), ""]
     if gaps := gap_table(env_id, summaries):
         lines += [*gaps, ""]
+    if released := released_table(env_id, runs):
+        lines += [*released, ""]
     return lines
 
 
@@ -620,15 +690,16 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         *figures,
     ]
     for env_id, summaries in by_env.items():
-        lines += ["", f"## {env_id}", "", *env_tables(env_id, summaries)]
-        complete = [run for run in runs if run.env_id == env_id and run.complete]
+        env_runs = [run for run in runs if run.env_id == env_id]
+        lines += ["", f"## {env_id}", "", *env_tables(env_id, summaries, env_runs)]
+        complete = [run for run in env_runs if run.complete]
         cut = {s.config: s.steps for s in summaries if not s.complete}  # the step an in-progress row cuts its seeds at
         if any(run.config in cut and run.evals["step"][-1] > cut[run.config] for run in complete):
             lines += [
                 "Complete runs only (the rows above cut every seed at the step all of them reached; these hold the "
                 "seeds that reached their last step, each to it, twins compared on their complete seeds alike):",
                 "",
-                *env_tables(env_id, summarize_env(complete)),
+                *env_tables(env_id, summarize_env(complete), complete),
             ]
         lines += published_table(env_id)
     incomplete = [run for run in runs if not run.complete]

@@ -387,6 +387,35 @@ def test_report_says_plainly_how_far_from_the_papers_percent_and_whether_the_dis
     assert report.reading(row, 99.8, "3M steps") == start + "."
 
 
+def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reached(tmp_path):
+    """`X` beside `X-released`: both cut at the step all their seeds reached, ours minus theirs against the seeds'
+    spread, each over its own dense twin (cut at the twin's last step where that is earlier), the paper's % beside."""
+    ours, theirs = range(1000, 20_001, 1000), range(1000, 10_001, 1000)
+    for seed, offset in ((1, 0), (2, 10)):
+        # ours at 10,000: finals 55 and 65 (60 ± 5), over a dense twin at 100; theirs (in progress): 42 ± 2 over 50
+        write_run(tmp_path, "rlx2", "Hopper-v4", seed, "rlx2-dense", {s: s / 100 + offset for s in ours}, {})
+        write_run(tmp_path, "rlx2-dense", "Hopper-v4", seed, None, {s: 100.0 for s in ours}, {})
+        write_run(tmp_path, "rlx2-released", "Hopper-v4", seed, "rlx2-dense-released",
+                  {s: 40 + 0.4 * offset for s in theirs}, {}, done=False)  # fmt: skip
+        write_run(tmp_path, "rlx2-dense-released", "Hopper-v4", seed, None, {s: 50.0 for s in theirs if s <= 8000}, {})
+    report.write_csvs(tmp_path, tmp_path)
+    text = report.write_report(tmp_path)
+    assert (
+        "| rlx2 | rlx2-released | 10,000 | 60.0 ± 5.0 (2 seeds) | 42.0 ± 2.0 (2 seeds of 2, in progress) | +18.0 | 7.0 "
+        "| 60.0% | 84.0% (at 8,000) | 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) |"
+    ) in text
+    assert (
+        "- `rlx2` and `rlx2-released` at 10,000 steps: ours above theirs by 18.0, more than the seeds' spread (7.0): the "
+        "two differ beyond seed noise here."
+    ) in text
+    assert text.count("| rlx2 | rlx2-released |") == 1  # none of theirs complete: not under "Complete runs only"
+    runs = [run for run in report.read_csvs(tmp_path) if run.config in ("rlx2", "rlx2-released") and run.seed == 1]
+    assert report.released_table("Hopper-v4", runs)[-1] == (
+        "- `rlx2` and `rlx2-released` at 10,000 steps: one seed on a side, no spread to judge the difference by yet."
+    )
+    assert report.released_table("Hopper-v4", [run for run in runs if run.config == "rlx2"]) == []
+
+
 def test_report_keeps_the_recorded_runs_a_new_sweep_directory_lacks_or_has_not_completed(tmp_path):
     """--keep-recorded: a sweep whose run directories were lost (a new machine) goes on in a new one; the runs the
     earlier record holds complete keep their rows as recorded until the new directory completes them too, and a run
