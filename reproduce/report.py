@@ -48,7 +48,8 @@ of them reached (the table's steps):
 - ours beside the released code: each configuration `X` of ours that a configuration `X-released` (the authors' code,
   reproduce/released.py) sits beside on the env, both cut at the last step all their seeds reached: both final
   returns, ours minus theirs and the seeds' spread (ours' std plus theirs': a larger difference means the mean +- std
-  ranges do not overlap, said under the table), and each one's % of its own dense twin beside the paper's;
+  ranges do not overlap, said under the table), and each one's % of its own dense twin (theirs over ours' twin, the
+  cell naming it, where the released code's dense setting has not run on the env) beside the paper's;
 - complete runs only: where a configuration in progress cuts a complete run short (at the step its seeds still running
   reached), a second table holds the env's complete runs alone, each to its last step;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
@@ -464,11 +465,12 @@ def reading(s: Summary, theirs: float, budget: str) -> str:
 def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
     """Each configuration of ours beside the released code's runs of it (`X` and `X-released`), both cut at the last
     step all their seeds reached: final returns, ours minus theirs against the seeds' spread, and each one's % of its
-    own dense twin (both cut at that step too, or at the twin's last if earlier) beside the paper's."""
+    own dense twin (both cut at that step too, or at the twin's last if earlier; theirs over ours' twin, named, where theirs
+    has none) beside the paper's."""
     by_config: dict[str, list[RunLog]] = {}
     for run in runs:
-        if run.started:
-            by_config.setdefault(run.config, []).append(run)
+        by_config.setdefault(run.config, []).append(run)
+    by_config = {config: group for config, group in by_config.items() if any(run.started for run in group)}
     released = [config for config in sorted(by_config) if config.endswith(RELEASED)]
     matched = [(config.removesuffix(RELEASED), config) for config in released if config.removesuffix(RELEASED) in by_config]
     if not matched:
@@ -477,7 +479,7 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
         f"Ours beside the authors' released code (`{matched[0][0]}{RELEASED}`: their script, unmodified, run by "
         "`reproduce/released.py`), both cut at the last step all their seeds reached. Spread: ours' std plus theirs' "
         "(over seeds); a larger difference means the two mean ± std ranges do not overlap. % of dense twin: each over "
-        "its own twin, cut alike.",
+        "its own twin, cut alike; where the released code's dense setting has no run here, theirs over ours' (named).",
         "",
         "| ours | theirs | steps | ours: final return | theirs: final return | ours minus theirs | spread "
         "| ours: % of dense twin | theirs: % of dense twin | the paper's % of dense |",
@@ -485,19 +487,23 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
     ]
     readings = []
     for ours, theirs in matched:
-        at = min(int(run.evals["step"][-1]) for run in by_config[ours] + by_config[theirs])
+        at = min(int(run.evals["step"][-1]) for run in by_config[ours] + by_config[theirs] if run.started)
         own, their = (summarize(by_config[config], at) for config in (ours, theirs))
         finals = [f"{s.final_mean:.1f} ± {s.final_std:.1f} ({seeds_said(s)})" for s in (own, their)]
         difference, spread = own.final_mean - their.final_mean, own.final_std + their.final_std
         percents = []
         for config in (ours, theirs):
-            twin = by_config[config][0].twin
+            twin, over_ours = by_config[config][0].twin, ""
+            if twin not in by_config and by_config[ours][0].twin in by_config:  # theirs without a dense run: over ours'
+                twin, over_ours = by_config[ours][0].twin, f" of `{by_config[ours][0].twin}`"
             if twin not in by_config:
                 percents.append("—")
                 continue
-            until = min(at, min(int(run.evals["step"][-1]) for run in by_config[twin]))
+            until = min(at, min(int(run.evals["step"][-1]) for run in by_config[twin] if run.started))
             percent = percent_of(summarize(by_config[config], until), summarize(by_config[twin], until))
-            percents.append(fmt(percent, ".1f", "%") + ("" if until == at or percent is None else f" (at {until:,})"))
+            percents.append(
+                fmt(percent, ".1f", "%") + over_ours + ("" if until == at or percent is None else f" (at {until:,})")
+            )
         key = (PAPER_METHOD.get(ours), env_id.split("-")[0])
         published = next((row for row in PUBLISHED if (row.method, row.env) == key), None)
         paper = "—" if published is None else fmt(published_percent(published), ".1f", "%")

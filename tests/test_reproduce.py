@@ -5,6 +5,7 @@ end-to-end pass of the first reproduction's preset at a tiny budget."""
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -398,10 +399,11 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
         write_run(tmp_path, "rlx2-released", "Hopper-v4", seed, "rlx2-dense-released",
                   {s: 40 + 0.4 * offset for s in theirs}, {}, done=False)  # fmt: skip
         write_run(tmp_path, "rlx2-dense-released", "Hopper-v4", seed, None, {s: 50.0 for s in theirs if s <= 8000}, {})
+    write_run(tmp_path, "rlx2-released", "Hopper-v4", 3, "rlx2-dense-released", None, {}, done=False)  # not started
     report.write_csvs(tmp_path, tmp_path)
     text = report.write_report(tmp_path)
     assert (
-        "| rlx2 | rlx2-released | 10,000 | 60.0 ± 5.0 (2 seeds) | 42.0 ± 2.0 (2 seeds of 2, in progress) | +18.0 | 7.0 "
+        "| rlx2 | rlx2-released | 10,000 | 60.0 ± 5.0 (2 seeds) | 42.0 ± 2.0 (2 seeds of 3, in progress) | +18.0 | 7.0 "
         "| 60.0% | 84.0% (at 8,000) | 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) |"
     ) in text
     assert (
@@ -414,6 +416,9 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
         "- `rlx2` and `rlx2-released` at 10,000 steps: one seed on a side, no spread to judge the difference by yet."
     )
     assert report.released_table("Hopper-v4", [run for run in runs if run.config == "rlx2"]) == []
+    # the released code's dense setting not run: theirs over ours' dense twin, named (42 over 100)
+    runs = [run for run in report.read_csvs(tmp_path) if run.config != "rlx2-dense-released"]
+    assert "| 60.0% | 42.0% of `rlx2-dense` | 97.0% (" in "\n".join(report.released_table("Hopper-v4", runs))
 
 
 def test_report_keeps_the_recorded_runs_a_new_sweep_directory_lacks_or_has_not_completed(tmp_path):
@@ -493,6 +498,23 @@ def test_the_front_pages_results_are_the_committed_pages_numbers():
         assert f"| {final} ± " in part or f"| {final} |" in part, (env_id, final)
         if percent.endswith("|") and percent[0].isdigit():
             assert f"| {percent.split()[0]} |" in part, (env_id, percent)
+
+
+def test_the_front_pages_released_code_table_is_the_released_pages_numbers():
+    """Each number of ours and theirs in the README's table of the released code beside ours stands in its env's part
+    of the committed page docs/results/released/report.md."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### The released code beside ours")[1].split("\n## ")[0]
+    page = (ROOT / "docs" / "results" / "released" / "report.md").read_text()
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and "-v4" in line]
+    assert len(rows) >= 2
+    for env_id, _, _, ours, theirs, _ in rows:
+        part = page.split(f"## {env_id.removeprefix('| ')}")[1].split("\n## ")[0]
+        numbers = re.findall(r"\d[\d,]*\.\d+%?", ours + " " + theirs)
+        assert numbers, (env_id, ours, theirs)
+        for number in numbers:
+            assert number in part, (env_id, number)
+    assert re.search(r"ours minus theirs is (-?[\d.]+)", readme)[1] in page
 
 
 def test_first_reproduction_preset_end_to_end_at_a_tiny_budget(tmp_path):
