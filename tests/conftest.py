@@ -41,25 +41,34 @@ def run_script(tmp_path, monkeypatch):
     return run
 
 
-def signal_at(monkeypatch, step: int, signals: int = 1, signum: int = signal.SIGTERM) -> None:
-    """Every env made from now on sends this process `signum` (`signals` times) at its `step`-th env step."""
+def on_env_steps(monkeypatch, step) -> None:
+    """Every env made from now on steps through `step(n, env_step, action)`, n counting its steps from 1."""
     make = gym.make
 
-    def make_and_count(*args, **kwargs):
+    def make_and_wrap(*args, **kwargs):
         env = make(*args, **kwargs)
-        step_env, count = env.step, [0]
+        env_step, count = env.step, [0]
 
-        def step_and_signal(action):
+        def wrapped(action):
             count[0] += 1
-            if count[0] == step:
-                for _ in range(signals):
-                    os.kill(os.getpid(), signum)
-            return step_env(action)
+            return step(count[0], env_step, action)
 
-        env.step = step_and_signal
+        env.step = wrapped
         return env
 
-    monkeypatch.setattr(gym, "make", make_and_count)
+    monkeypatch.setattr(gym, "make", make_and_wrap)
+
+
+def signal_at(monkeypatch, step: int, signals: int = 1, signum: int = signal.SIGTERM) -> None:
+    """Every env made from now on sends this process `signum` (`signals` times) at its `step`-th env step."""
+
+    def step_and_signal(n, env_step, action):
+        if n == step:
+            for _ in range(signals):
+                os.kill(os.getpid(), signum)
+        return env_step(action)
+
+    on_env_steps(monkeypatch, step_and_signal)
 
 
 def logged_scalars(run_dir: str, steps: bool = False) -> dict[str, list]:

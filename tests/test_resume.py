@@ -11,10 +11,9 @@ import subprocess
 import sys
 import zipfile
 
-import gymnasium as gym
 import pytest
 import torch
-from conftest import logged_scalars, signal_at
+from conftest import logged_scalars, on_env_steps, signal_at
 
 from common.resume import load_file, read_digests, save_file
 
@@ -269,21 +268,12 @@ def test_a_kill_between_a_file_and_its_digest_leaves_a_pair_that_loads(tmp_path,
 
 def nan_rewards_from(monkeypatch, step: int) -> None:
     """Every env made from now on returns a nan reward from its `step`-th step on (a broken env, or a diverging run)."""
-    make = gym.make
 
-    def make_and_poison(*args, **kwargs):
-        env = make(*args, **kwargs)
-        step_env, count = env.step, [0]
+    def step_with_nan(n, env_step, action):
+        obs, reward, terminated, truncated, info = env_step(action)
+        return obs, float("nan") if n >= step else reward, terminated, truncated, info
 
-        def step_with_nan(action):
-            count[0] += 1
-            obs, reward, terminated, truncated, info = step_env(action)
-            return obs, float("nan") if count[0] >= step else reward, terminated, truncated, info
-
-        env.step = step_with_nan
-        return env
-
-    monkeypatch.setattr(gym, "make", make_and_poison)
+    on_env_steps(monkeypatch, step_with_nan)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
