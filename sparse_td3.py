@@ -369,6 +369,9 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
+    # Adam's coupled weight decay walks the weights of dead units down into float32's denormals, where they stay, and a
+    # CPU computes with denormals up to 80x slower: flushed to zero, a long dense run trains 3x faster (docs/differences.md)
+    torch.set_flush_denormal(True)
 
     actor = Actor(env).to(device)
     qf1 = QNetwork(env).to(device)

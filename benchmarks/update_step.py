@@ -42,18 +42,38 @@ class Args:
     """transitions per batch (CleanRL's 256)"""
 
 
-def make_update(script: dict, env: gym.Env, buffer: list[torch.Tensor], batch_size: int, lean: bool):
+def make_update(
+    script: dict,
+    env: gym.Env,
+    buffer: list[torch.Tensor],
+    batch_size: int,
+    lean: bool,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    saved: dict | None = None,
+):
+    """One update of its own networks per call: fresh ones (seed 0), or copies of a `sparse_td3.py` state's networks
+    and optimizer moments."""
     torch.manual_seed(0)
     actor, qf1, qf2 = script["Actor"](env), script["QNetwork"](env), script["QNetwork"](env)
     target_actor, qf1_target, qf2_target = copy.deepcopy(actor), copy.deepcopy(qf1), copy.deepcopy(qf2)
+    if saved is not None:
+        actor.load_state_dict(saved["networks"]["actor"])
+        target_actor.load_state_dict(saved["networks"]["target_actor"])
+        torch.nn.ModuleDict({"qf1": qf1, "qf2": qf2}).load_state_dict(saved["networks"]["qfs"])
+        torch.nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target}).load_state_dict(saved["networks"]["qfs_target"])
     critic_params, actor_params = [*qf1.parameters(), *qf2.parameters()], list(actor.parameters())
     critic_target_params = [*qf1_target.parameters(), *qf2_target.parameters()]
     actor_target_params = list(target_actor.parameters())
     if lean:
-        q_optimizer, actor_optimizer = LeanAdam(critic_params, lr=3e-4), LeanAdam(actor_params, lr=3e-4)
+        q_optimizer = LeanAdam(critic_params, lr=lr, weight_decay=weight_decay)
+        actor_optimizer = LeanAdam(actor_params, lr=lr, weight_decay=weight_decay)
     else:
-        q_optimizer = torch.optim.Adam(critic_params, lr=3e-4, fused=True)
-        actor_optimizer = torch.optim.Adam(actor_params, lr=3e-4, fused=True)
+        q_optimizer = torch.optim.Adam(critic_params, lr=lr, weight_decay=weight_decay, fused=True)
+        actor_optimizer = torch.optim.Adam(actor_params, lr=lr, weight_decay=weight_decay, fused=True)
+    if saved is not None:
+        q_optimizer.load_state_dict(copy.deepcopy(saved["optimizers"]["q"]))  # a copy: loading may share its tensors
+        actor_optimizer.load_state_dict(copy.deepcopy(saved["optimizers"]["actor"]))
     iteration = 0
 
     def update():

@@ -5,9 +5,10 @@ its training script as it is, in this process, with `import gym` answered by a s
 API (`env.seed`, `reset()` returning the observation, a 4-tuple `step` whose `done` is terminated or truncated,
 `_max_episode_steps`) over the gymnasium env we use (`--env-id HalfCheetah-v4`: the same model and reward as -v3 on
 the maintained mujoco bindings). Nothing else of theirs is touched: their networks, updates, buffer, seeding and
-time-limit bootstrap stay theirs. The stand-in also watches the env steps, so their evaluations go into a TensorBoard
-log under our tags (`eval/episodic_return` at the env step it was taken) and `reproduce/report.py` draws their runs
-beside ours; a `step N/M` line after each evaluation lets `reproduce/sweep.py` follow them.
+time-limit bootstrap stay theirs; only, for the DS-TD3 repository, the process flushes float32 denormals to zero, as
+`sparse_td3.py` does (a CPU speed setting). The stand-in also watches the env steps, so their evaluations go into a
+TensorBoard log under our tags (`eval/episodic_return` at the env step it was taken) and `reproduce/report.py` draws
+their runs beside ours; a `step N/M` line after each evaluation lets `reproduce/sweep.py` follow them.
 
     python reproduce/released.py --algo rlx2-td3 --released-dir ~/src/RLx2 --env-id HalfCheetah-v4 --seed 1
     export DS_TD3_RELEASED_DIR=~/src/Dynamic-Sparse-Training-for-Deep-Reinforcement-Learning
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     released_dir = Path(args.released_dir or os.environ[DIR_VARIABLES[release]]).expanduser().resolve()
     check_release(released_dir, release)
 
+    import torch
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = f"runs/{args.env_id}__{args.algo}-released__{args.seed}__{int(time.time())}"
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [str(released_dir / script), *script_argv]
     sys.path[:0] = [str((released_dir / script).parent), str(released_dir)]
     sys.modules["gym"] = stand_in_gym(progress)
+    if release == DS_TD3:  # as sparse_td3.py: their coupled weight decay too walks dead units' weights into denormals
+        torch.set_flush_denormal(True)
     runpy.run_path(str(released_dir / script), run_name="__main__")
     writer.close()
     print(f"step {progress.global_step}/{total}", flush=True)  # the sweep's "reached its last step"

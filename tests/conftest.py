@@ -38,7 +38,8 @@ def run_script(tmp_path, monkeypatch):
         return runpy.run_path(str(ROOT / script), run_name="__main__")
 
     os.environ.setdefault("MUJOCO_GL", "egl")
-    return run
+    yield run
+    torch.set_flush_denormal(False)  # sparse_td3.py flushes denormals for its whole process
 
 
 def on_env_steps(monkeypatch, step) -> None:

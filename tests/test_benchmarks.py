@@ -1,8 +1,13 @@
 import os
+import re
+import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+import torch
+from conftest import ROOT, signal_at
+
+from common.resume import STATE_FILE
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from speed import interleaved_times  # noqa: E402
@@ -27,3 +32,23 @@ def test_interleaved_times_stops_everything_on_a_failed_command(tmp_path):
         interleaved_times([sleeper, failing], slice_=0.05)
     with pytest.raises(ProcessLookupError):
         os.kill(int(pid_file.read_text()), 0)  # killed and reaped
+
+
+def test_denormals_counts_a_saved_runs_denormal_weights_and_times_its_update_both_ways(run_script, monkeypatch, tmp_path):
+    """A dense run stopped by SIGTERM leaves its state; seven weights set into float32's denormal range there are the
+    seven the benchmark counts, and the saved update runs with them as they are and flushed."""
+    signal_at(monkeypatch, 700)  # the evaluation env (200 steps, at step 0 only) never reaches it
+    with pytest.raises(SystemExit):
+        run_script("sparse_td3.py", "--env-id", "Pendulum-v1", "--sparsity", "0", "--total-timesteps", "1000",
+                   "--learning-starts", "500", "--batch-size", "32", "--eval-episodes", "1", "--eval-frequency", "5000")  # fmt: skip
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    state = torch.load(run_dir / STATE_FILE, weights_only=True)
+    torch.set_flush_denormal(False)  # the script flushed them in this process: 1e-39 would be stored as 0
+    state["networks"]["qfs"]["qf1.fc2.weight"][3, :7] = 1e-39
+    torch.save(state, run_dir / STATE_FILE)
+    command = [sys.executable, str(ROOT / "benchmarks/denormals.py"), str(run_dir), "--rounds", "1", "--iterations", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "qfs.qf1.fc2.weight (256, 256): 7 of 65536" in result.stdout
+    assert "qfs.qf2.fc2.weight (256, 256): 0 of 65536" in result.stdout
+    assert re.search(r"as IEEE says / flushed: x\d+\.\d\d$", result.stdout.strip())

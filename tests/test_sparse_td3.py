@@ -71,6 +71,7 @@ def test_dense_mode_has_no_masks(run_script):
     g = run_script("sparse_td3.py", "--env-id", "Pendulum-v1", "--sparsity", "0", *SMOKE)
     assert g["actor_sparse"].names == [] and g["critic_sparse"].names == []
     assert all(bool(torch.all(p != 0)) for p in g["actor"].parameters())
+    assert torch.tensor([1e-30]).mul(1e-10).item() == 0  # a float32 denormal result (1e-40) is flushed to zero
 
 
 @pytest.mark.parametrize("distribution", ["er", "uniform"])
