@@ -97,10 +97,10 @@ RELEASES = {"RLX2_RELEASED_DIR": ("rlx2-td3", "rlx2-sac"), "DS_TD3_RELEASED_DIR"
 def test_a_short_run_of_their_code_logs_our_tags(tmp_path, variable, algo):
     if not os.environ.get(variable):
         pytest.skip(f"set {variable} to a clone of the release")
-    short = "--start_timesteps 1000 --eval_freq 1000"
+    short = "--eval_freq 1000"
     short += " --delta 500 --delay_nstep 1000 --buffer_adjustment_interval 500" if variable.startswith("RLX2") else ""
     command = [sys.executable, str(ROOT / "reproduce/released.py"), "--algo", algo, "--env-id", "Hopper-v4"]
-    command += ["--total-timesteps", "2000", f"--released-args={short}"]
+    command += ["--total-timesteps", "2000", "--learning-starts", "1000", f"--released-args={short}"]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "step 2000/2000"
