@@ -370,7 +370,7 @@ if __name__ == "__main__":
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     # Adam's coupled weight decay walks the weights of dead units down into float32's denormals, where they stay, and a
-    # CPU computes with denormals up to 80x slower: flushed to zero, a long dense run trains 3x faster (docs/differences.md)
+    # CPU computes with those through a slow path: flushed to zero (values below 1.2e-38), see docs/benchmarks.md
     torch.set_flush_denormal(True)
 
     actor = Actor(env).to(device)

@@ -476,8 +476,8 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
     if not matched:
         return []
     lines = [
-        f"Ours beside the authors' released code (`{matched[0][0]}{RELEASED}`: their script, unmodified, run by "
-        "`reproduce/released.py`), both cut at the last step all their seeds reached. Spread: ours' std plus theirs' "
+        f"Ours beside the authors' released code ({', '.join(f'`{theirs}`' for _, theirs in matched)}: their scripts, "
+        "unmodified, run by `reproduce/released.py`), both cut at the last step all their seeds reached. Spread: ours' std plus theirs' "
         "(over seeds); a larger difference means the two mean ± std ranges do not overlap. % of dense twin: each over "
         "its own twin, cut alike; where the released code's dense setting has no run here, theirs over ours' (named).",
         "",
