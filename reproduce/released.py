@@ -14,7 +14,10 @@ their runs beside ours; a `step N/M` line after each evaluation lets `reproduce/
     export DS_TD3_RELEASED_DIR=~/src/Dynamic-Sparse-Training-for-Deep-Reinforcement-Learning
     python reproduce/released.py --algo ds-td3 --env-id Hopper-v4 --total-timesteps 1000000
 
-Their runs cannot resume (the released code saves no training state): a stopped run starts again from step 0.
+Their script runs in the run's directory (`runs/{env}__{algo}-released__{seed}__{time}`, beside the TensorBoard log), so
+what it writes to its working directory (RLx2: `results_TD3/` or `results_SAC/`; DS-TD3: `results/`, `models/`) stays
+with the run (a path in --released-args is read from there too). Their runs cannot resume (the released code saves no training state): a stopped run starts again from
+step 0.
 """
 
 import hashlib
@@ -216,15 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    run_dir = f"runs/{args.env_id}__{args.algo}-released__{args.seed}__{int(time.time())}"
+    run_name = f"runs/{args.env_id}__{args.algo}-released__{args.seed}__{int(time.time())}"
+    run_dir = os.path.abspath(run_name)  # absolute: the writer still finds it after the chdir below
     writer = SummaryWriter(run_dir)
     writer.add_text("released", f"{release}: {script} {shlex.join(script_argv)}")
     progress = Progress(writer, total)
-    print(f"{run_dir}: {release}, {script} {shlex.join(script_argv)}", flush=True)
+    print(f"{run_name}: {release}, {script} {shlex.join(script_argv)}", flush=True)
     with open(f"{run_dir}/released.json", "w") as file:
         json.dump({"release": release, "script": script, "argv": script_argv}, file, indent=2)
 
-    # their script as `python script ARGS` from its own folder's imports: `from TD3 import TD3`, `from DST.utils ...`
+    # their script as `python script ARGS` from its own folder's imports: `from TD3 import TD3`, `from DST.utils ...`,
+    # in the run's directory: what it writes to its working directory (results_TD3/, results/, models/) stays there
+    os.chdir(run_dir)
     sys.argv = [str(released_dir / script), *script_argv]
     sys.path[:0] = [str((released_dir / script).parent), str(released_dir)]
     sys.modules["gym"] = stand_in_gym(progress)

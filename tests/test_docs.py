@@ -13,6 +13,7 @@ import functools
 import importlib.util
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,19 @@ def test_the_making_of_check_finds_its_words():
     assert making_of("Run at two threads (every session so far); x1.25, not the x1.5 we aimed for.") == [
         "session", "we aimed for", "so far"]  # fmt: skip
     assert making_of("Two sessions.") == ["session"] and making_of("the sofa; so farther") == [] and RUN_HISTORIES
+
+
+# The repository's own top-level entries: anything else tracked (a run's `runs/`, the released code's `results_TD3/` or
+# `models/` written to the working directory) is output that slipped into a commit.
+TOP_LEVEL = {".ci", ".gitignore", "CITATION.cff", "LICENSE", "README.md", "benchmarks", "common", "docs", "pyproject.toml",
+             "reproduce", "requirements-dev.txt", "requirements.txt", "rlx2_sac.py", "rlx2_td3.py", "sparse_sac.py",
+             "sparse_td3.py", "tests"}  # fmt: skip
+
+
+def test_the_repository_tracks_its_own_files_only():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    paths = [path for path in tracked.split("\0") if path]
+    assert sorted({path.split("/")[0] for path in paths} - TOP_LEVEL) == []
+    assert [path for path in paths if (ROOT / path).is_file() and (ROOT / path).stat().st_size > 2**20] == []  # < 1 MiB

@@ -104,7 +104,9 @@ def test_a_short_run_of_their_code_logs_our_tags(tmp_path, variable, algo):
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines()[-1] == "step 2000/2000"
+    assert [path.name for path in tmp_path.iterdir()] == ["runs"]  # their outputs stay in the run's directory
     (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {"results_TD3", "results_SAC", "results"} & {path.name for path in run_dir.iterdir()}
     scalars = logged_scalars(str(run_dir), steps=True)
     assert [step for step, _ in scalars["eval/episodic_return"]] == [0, 1000, 2000]
     assert scalars["charts/episodic_return"]  # their training episodes, at the env step each ended
