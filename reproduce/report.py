@@ -24,8 +24,9 @@ completed where the record has, keep their rows as recorded. They write to --out
   of the targets changes; one axis per env and configuration;
 - `report.md`: its title and run conditions from `about.json` when the directory has one (written by hand: `title`,
   `ran`, `machine`, `conditions` and `commands`, each configuration's command line, which names its backend); then per
-  env a table of our runs, our sparse runs' % of their dense twins over training and, below them, the published
-  numbers (theirs, copied from the papers, with their budget, env version and seeds).
+  env a table of our runs, our sparse runs' % of their dense twins over training, the env's `remarks` from about.json
+  (by env id, written by hand: what the numbers alone cannot explain, such as a seed that stalls) and, below them, the
+  published numbers (theirs, copied from the papers, with their budget, env version and seeds).
 
 Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
 of them reached (the table's steps):
@@ -635,7 +636,7 @@ def plot_buffer(runs: list[RunLog], path: Path) -> bool:
 
 
 def read_about(data_dir: Path) -> dict:
-    """about.json's fields (title, ran, machine, conditions, commands), or none."""
+    """about.json's fields (title, ran, machine, conditions, commands, remarks), or none."""
     return json.loads((data_dir / ABOUT).read_text()) if (data_dir / ABOUT).exists() else {}
 
 
@@ -671,6 +672,10 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
     if not env_ids:
         raise SystemExit(f"error: no evaluation in {data_dir / 'evals.csv'}")
     by_env = {env_id: summarize_env([run for run in runs if run.env_id == env_id]) for env_id in env_ids}
+    about = read_about(data_dir)
+    remarks = about.get("remarks", {})
+    if stray := sorted(set(remarks) - set(env_ids)):
+        raise SystemExit(f"error: {data_dir / ABOUT}: remarks for {', '.join(stray)}, which has no run here")
     out.mkdir(parents=True, exist_ok=True)
     figures = [
         "![Learning curves: eval return against steps, mean and one std over seeds, each sparse configuration beside "
@@ -680,7 +685,7 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         figures.append("![RLx2's buffer capacity per seed against steps (log scale), and where its targets switch to "
                        "n steps](buffer.png)")  # fmt: skip
     lines = [
-        *about_lines(read_about(data_dir)),
+        *about_lines(about),
         "Ours: final return = each seed's mean of its last 10 evaluations, then mean ± std (population) over seeds. "
         "% of dense twin: our final return over our dense twin's, both cut at the smaller of their steps (named in the "
         "cell when it is not this row's). Sparsity, FLOPs (relative to the dense network) and weights (no biases): the "
@@ -707,6 +712,8 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
                 "",
                 *env_tables(env_id, summarize_env(complete), complete),
             ]
+        if env_id in remarks:
+            lines += [remarks[env_id], ""]
         lines += published_table(env_id)
     incomplete = [run for run in runs if not run.complete]
     if incomplete:

@@ -589,6 +589,24 @@ def test_report_takes_its_title_conditions_and_commands_from_about_json(tmp_path
     assert f"{kernel}, not the same numbers." in text
 
 
+def test_report_puts_each_envs_remarks_from_about_json_in_that_envs_section(tmp_path):
+    """A finding the numbers alone cannot explain (a stalled seed, say) is written by hand in about.json's `remarks`,
+    keyed by env id, and the page says it under that env's tables, not under another's; an env id no run has is an
+    error, not a remark silently dropped."""
+    steps = range(0, 20_001, 5000)
+    for env_id in ("Hopper-v4", "Walker2d-v4"):
+        write_run(tmp_path, "rlx2", env_id, 1, None, {s: s / 100 for s in steps}, {})
+    report.write_csvs(tmp_path, tmp_path)
+    remark = "Seed 2 of theirs stalls near 440 from 300k on."
+    (tmp_path / "about.json").write_text(json.dumps({"remarks": {"Walker2d-v4": remark}}))
+    text = report.write_report(tmp_path)
+    hopper, walker = text.split("## Hopper-v4")[1].split("## Walker2d-v4")
+    assert remark not in hopper and f"\n{remark}\n" in walker
+    (tmp_path / "about.json").write_text(json.dumps({"remarks": {"Ant-v4": remark}}))
+    with pytest.raises(SystemExit, match="about.json: remarks for Ant-v4, which has no run here"):
+        report.write_report(tmp_path)
+
+
 def test_report_pairs_each_sparse_configuration_with_its_twin_in_one_panel():
     """curves.png: one axis per sparse configuration and its dense twin, so the two are told apart from other pairs."""
     summary = lambda config, twin=None: SimpleNamespace(config=config, twin=twin)  # noqa: E731
