@@ -241,3 +241,26 @@ def test_rlx2_sac_update_equals_the_released_one(run_script, released_rlx2):
         f"\nRLx2-SAC, {len(calls) - 1} iterations, topology updates {result['updates']}: |ours - theirs| <= {result['largest']}"
     )
     assert result["updates"]["critic"] >= 8 and result["updates"]["actor"] >= 8
+
+
+def test_a_seed_starts_ours_and_theirs_from_the_same_networks(run_script, released_rlx2):
+    """Their TD3 train.py seeds torch with --seed and builds its networks and masks before anything else draws from it,
+    as rlx2_td3.py does: for one seed, a run of ours and a run of theirs start from equal weights and masks and part at
+    the first update's random draws (other generators on each side). So a seed of ours beside the same seed of theirs
+    is one start trained twice. (Not so for SAC: their SAC builds its critic before its actor, rlx2_sac.py the actor
+    first, as CleanRL does.)"""
+    calls, final = run_recorded(run_script, "rlx2_td3.py", SHORT_RUN, snapshot)
+    seed = int(SHORT_RUN[SHORT_RUN.index("--seed") + 1])
+    torch.manual_seed(seed)  # train.py: env.seed, env.action_space.seed, torch.manual_seed, np.random.seed, then TD3
+    np.random.seed(seed)
+    env = final["env"]
+    settings = {"actor_sparsity": 0.98, "critic_sparsity": 0.95, "delay_nstep": DELAY_NSTEP, "T_end": ITERATIONS}
+    settings |= {"delta": DELTA, "policy_noise": 0.2, "noise_clip": 0.5, "policy_freq": 2}
+    policy = released_rlx2["TD3"](their_args(env, **settings), NoWriter())
+    first = calls[0]["before"]  # before the first update: the networks as built (the warm-up steps train nothing)
+    for name in ("actor", "critic"):
+        for key, value in ours_as_theirs(first)[name].items():
+            assert torch.equal(getattr(policy, name).state_dict()[key], value), f"{name} {key}"
+        masks = our_masks_as_theirs(first)[name]
+        for theirs, ours in zip(getattr(policy, f"{name}_pruner").backward_masks, masks, strict=True):
+            assert torch.equal(theirs, ours.bool())
