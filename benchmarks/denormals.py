@@ -63,7 +63,8 @@ if __name__ == "__main__":
     buffer = [state["buffer"][k][:size] for k in ("obs", "actions", "next_obs", "rewards", "terminations")]
     settings = dict(lr=run_args["learning_rate"], weight_decay=run_args["weight_decay"], saved=state)
     updates = {
-        flush: make_update(script, env, buffer, run_args["batch_size"], lean=True, **settings) for flush in (False, True)
+        flush: make_update(script, env, buffer, run_args["batch_size"], lean_adam=True, actor_only=True, **settings)
+        for flush in (False, True)
     }
     times: dict[bool, list[float]] = {flush: [] for flush in updates}
     for flush, update in updates.items():

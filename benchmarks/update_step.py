@@ -2,10 +2,12 @@
 
 "plain" is CleanRL's formulation: torch's Adam (fused=True) and the actor loss backpropagated into every parameter it
 touches. "lean" is ours: `LeanAdam` (common/speed.py) and the actor loss backpropagated into the actor's parameters only.
-Both update their own copy of the same dense networks (`sparse_td3.py`'s classes, HalfCheetah shapes, CleanRL's
-batch 256 and lr 3e-4) on batches drawn from one random buffer: target computation, both critics' step, every second
-iteration the actor's step and the target update. No env step: this isolates the update. Blocks of iterations
-alternate between the two, so a slow minute of the machine hits both; prints the median ms per iteration and the ratio.
+"fused" is ours with torch's Adam (fused=True) in place of `LeanAdam`: plain / fused is what the actor-only backward
+gains, fused / lean what `LeanAdam` gains over the public optimizer. Each updates its own copy of the same dense
+networks (`sparse_td3.py`'s classes, HalfCheetah shapes, CleanRL's batch 256 and lr 3e-4) on batches drawn from one
+random buffer: target computation, both critics' step, every second iteration the actor's step and the target update.
+No env step: this isolates the update. Blocks of iterations alternate between them, so a slow minute of the machine
+hits all three; prints the median ms per iteration and the median of the per-round ratios.
 
     python benchmarks/update_step.py [--rounds 7] [--iterations 200] [--batch-size 256]
 
@@ -47,7 +49,8 @@ def make_update(
     env: gym.Env,
     buffer: list[torch.Tensor],
     batch_size: int,
-    lean: bool,
+    lean_adam: bool,
+    actor_only: bool,
     lr: float = 3e-4,
     weight_decay: float = 0.0,
     saved: dict | None = None,
@@ -65,7 +68,7 @@ def make_update(
     critic_params, actor_params = [*qf1.parameters(), *qf2.parameters()], list(actor.parameters())
     critic_target_params = [*qf1_target.parameters(), *qf2_target.parameters()]
     actor_target_params = list(target_actor.parameters())
-    if lean:
+    if lean_adam:
         q_optimizer = LeanAdam(critic_params, lr=lr, weight_decay=weight_decay)
         actor_optimizer = LeanAdam(actor_params, lr=lr, weight_decay=weight_decay)
     else:
@@ -93,7 +96,7 @@ def make_update(
         if iteration % 2 == 0:
             actor_loss = -qf1(obs, actor(obs)).mean()
             actor_optimizer.zero_grad()
-            actor_loss.backward(inputs=actor_params) if lean else actor_loss.backward()
+            actor_loss.backward(inputs=actor_params) if actor_only else actor_loss.backward()
             actor_optimizer.step()
             with torch.no_grad():
                 torch._foreach_lerp_(critic_target_params, critic_params, 0.005)
@@ -109,7 +112,8 @@ if __name__ == "__main__":
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     buffer = [torch.randn(args.buffer, obs_dim), torch.rand(args.buffer, act_dim) * 2 - 1]
     buffer += [torch.randn(args.buffer, obs_dim), torch.randn(args.buffer), torch.zeros(args.buffer)]
-    updates = {name: make_update(script, env, buffer, args.batch_size, lean=name == "lean") for name in ("plain", "lean")}
+    variants = {"plain": (False, False), "fused": (False, True), "lean": (True, True)}  # (LeanAdam, actor-only backward)
+    updates = {name: make_update(script, env, buffer, args.batch_size, *flags) for name, flags in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in updates}
     for update in updates.values():
         for _ in range(50):  # warm-up: allocations, optimizer state
@@ -124,4 +128,6 @@ if __name__ == "__main__":
     print(f"dense TD3 update, HalfCheetah shapes, batch {args.batch_size}, {threads} torch threads, {rounds} rounds:")
     for name, values in times.items():
         print(f"  {name}: {statistics.median(values):.2f} ms per iteration ({' '.join(f'{v:.2f}' for v in values)})")
-    print(f"  plain / lean: x{statistics.median(times['plain']) / statistics.median(times['lean']):.2f}")
+    for a, b in (("plain", "lean"), ("plain", "fused"), ("fused", "lean")):
+        ratios = [x / y for x, y in zip(times[a], times[b])]
+        print(f"  {a} / {b}: x{statistics.median(ratios):.3f} (per round: {' '.join(f'x{r:.3f}' for r in ratios)})")
