@@ -38,7 +38,6 @@ from common.resume import (
     stop_if_diverged,
     unlock_run_dir,
 )
-from common.speed import LeanAdam
 from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
 from common.tracking import init_tracking, log_videos
 
@@ -517,9 +516,8 @@ if __name__ == "__main__":
     if args.sparse_backend == "kernel":  # same weights, masks and optimizer; the products skip inactive weights
         for network, sparse in ((actor, actor_sparse), (qfs, critic_sparse), (qfs_target, critic_sparse)):
             use_kernels(network, sparse.names, sparse.masks)  # the target carries the online masks (section 4.1)
-    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
-    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate)
-    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     critic_target_sparse = critic_sparse.layers_of(qfs_target)

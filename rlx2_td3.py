@@ -36,7 +36,6 @@ from common.resume import (
     stop_if_diverged,
     unlock_run_dir,
 )
-from common.speed import LeanAdam
 from common.topology import cosine_drop_fraction, gradient_scores, is_topology_step, random_scores, update_topology
 from common.tracking import init_tracking, log_videos
 
@@ -464,9 +463,8 @@ if __name__ == "__main__":
             # targets carry the online masks (section 4.1); a topology update on an iteration without a target update
             # (an odd interval) reaches the targets one iteration earlier than on the masked path
             use_kernels(network, sparse.names, sparse.masks)
-    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
-    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate)
-    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, fused=True)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())

@@ -35,7 +35,6 @@ from common.resume import (
     stop_if_diverged,
     unlock_run_dir,
 )
-from common.speed import LeanAdam
 from common.topology import is_topology_step, random_scores, update_topology
 from common.tracking import init_tracking, log_videos
 
@@ -400,9 +399,8 @@ if __name__ == "__main__":
     qf1_target.load_state_dict(qf1.state_dict())
     qf2_target.load_state_dict(qf2.state_dict())
     qfs_target = nn.ModuleDict({"qf1": qf1_target, "qf2": qf2_target})
-    # Adam(fused=True) minus its per-step Python bookkeeping: same arithmetic and state (common/speed.py)
-    q_optimizer = LeanAdam(qfs.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    actor_optimizer = LeanAdam(actor.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    q_optimizer = torch.optim.Adam(qfs.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay, fused=True)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay, fused=True)
     # Targets: (online params, target params, sparse target layers and their online masks)
     critic_params, critic_target_params = list(qfs.parameters()), list(qfs_target.parameters())
     actor_params, actor_target_params = list(actor.parameters()), list(target_actor.parameters())

@@ -4,7 +4,7 @@
 is the only gradient its weights get, and it walks them down into float32's denormal range (below 1.2e-38), where they
 stay. CPUs compute with denormals through a slow path. Given a run's saved state (`--resume` directory or its
 state.pt), this counts the denormals of each weight matrix, then times the script's TD3 update (its lr, weight decay
-and batch size; `benchmarks/update_step.py`'s "lean" update) on two copies of the saved networks and Adam moments,
+and batch size; `benchmarks/update_step.py`'s "ours" update) on two copies of the saved networks and Adam moments,
 batches drawn from the saved buffer: one computes as IEEE says, the other with denormals flushed to zero
 (`torch.set_flush_denormal(True)`, as `sparse_td3.py` sets it). Blocks of iterations alternate between the two;
 prints the median ms per iteration and the ratio.
@@ -63,8 +63,7 @@ if __name__ == "__main__":
     buffer = [state["buffer"][k][:size] for k in ("obs", "actions", "next_obs", "rewards", "terminations")]
     settings = dict(lr=run_args["learning_rate"], weight_decay=run_args["weight_decay"], saved=state)
     updates = {
-        flush: make_update(script, env, buffer, run_args["batch_size"], lean_adam=True, actor_only=True, **settings)
-        for flush in (False, True)
+        flush: make_update(script, env, buffer, run_args["batch_size"], actor_only=True, **settings) for flush in (False, True)
     }
     times: dict[bool, list[float]] = {flush: [] for flush in updates}
     for flush, update in updates.items():

@@ -38,10 +38,8 @@ PHASES = {
 }  # fmt: skip
 
 
-def phase_of(file: str, function: str) -> str:
+def phase_of(function: str) -> str:
     """cProfile names builtins "<built-in method torch.relu>" or "<method 'item' of ...>": keep the last name."""
-    if file.endswith("speed.py"):
-        return "optimizer"  # LeanAdam.step (not the env's step)
     name = re.findall(r"[A-Za-z_]\w*", function.split(" of ")[0])[-1] if function.startswith("<") else function
     return PHASES.get(name, "other (tensor ops in the loop, noise, clipping)")
 
@@ -61,9 +59,9 @@ if __name__ == "__main__":
     stats = pstats.Stats(profile).stats  # {(file, line, function): (calls, calls, own, cumulative, {caller: ...})}
     loop = next(k for k in stats if k[0] == script and k[2] == "<module>")
     total, phases = stats[loop][3], defaultdict(float)
-    for (file, _, function), (*_, callers) in stats.items():
+    for (_, _, function), (*_, callers) in stats.items():
         if loop in callers:
-            phases[phase_of(file, function)] += callers[loop][3]
+            phases[phase_of(function)] += callers[loop][3]
     phases["other (tensor ops in the loop, noise, clipping)"] += total - sum(phases.values())  # the loop's own time
     print(" ".join([Path(script).name, *extra]), f"- {RANDOM_STEPS} random steps, {ITERATIONS} training iterations")
     startup = phases.pop("start-up", 0.0)

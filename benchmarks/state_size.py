@@ -22,7 +22,6 @@ import tyro
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common.resume import read_digests, save_file, sha256  # noqa: E402
-from common.speed import LeanAdam  # noqa: E402
 from sparse_td3 import Actor, QNetwork, ReplayBuffer  # noqa: E402
 
 
@@ -38,7 +37,7 @@ if __name__ == "__main__":
     env = gym.make(args.env_id)
     obs_dim, act_dim = int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape))
     actor, qf = Actor(env), torch.nn.ModuleDict({"qf1": QNetwork(env), "qf2": QNetwork(env)})
-    optimizers = {"actor": LeanAdam(actor.parameters(), lr=1e-3), "q": LeanAdam(qf.parameters(), lr=1e-3)}
+    optimizers = {name: torch.optim.Adam(net.parameters(), lr=1e-3, fused=True) for name, net in (("actor", actor), ("q", qf))}
     for network, optimizer in ((actor, optimizers["actor"]), (qf, optimizers["q"])):
         sum(p.sum() for p in network.parameters()).backward()
         optimizer.step()  # creates the moments

@@ -1,13 +1,12 @@
 """One TD3 training update, plain vs as the scripts do it, timed in one process on the same CPU.
 
 "plain" is CleanRL's formulation: torch's Adam (fused=True) and the actor loss backpropagated into every parameter it
-touches. "lean" is ours: `LeanAdam` (common/speed.py) and the actor loss backpropagated into the actor's parameters only.
-"fused" is ours with torch's Adam (fused=True) in place of `LeanAdam`: plain / fused is what the actor-only backward
-gains, fused / lean what `LeanAdam` gains over the public optimizer. Each updates its own copy of the same dense
-networks (`sparse_td3.py`'s classes, HalfCheetah shapes, CleanRL's batch 256 and lr 3e-4) on batches drawn from one
-random buffer: target computation, both critics' step, every second iteration the actor's step and the target update.
-No env step: this isolates the update. Blocks of iterations alternate between them, so a slow minute of the machine
-hits all three; prints the median ms per iteration and the median of the per-round ratios.
+touches. "ours" is the scripts': the same Adam and the actor loss backpropagated into the actor's parameters only. Both
+update their own copy of the same dense networks (`sparse_td3.py`'s classes, HalfCheetah shapes, CleanRL's batch 256
+and lr 3e-4) on batches drawn from one random buffer: target computation, both critics' step, every second iteration
+the actor's step and the target update. No env step: this isolates the update. Blocks of iterations alternate between
+the two, so a slow minute of the machine hits both; prints the median ms per iteration and the median of the
+per-round ratios.
 
     python benchmarks/update_step.py [--rounds 7] [--iterations 200] [--batch-size 256]
 
@@ -29,7 +28,6 @@ import tyro
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from common.speed import LeanAdam  # noqa: E402
 
 
 @dataclass
@@ -49,7 +47,6 @@ def make_update(
     env: gym.Env,
     buffer: list[torch.Tensor],
     batch_size: int,
-    lean_adam: bool,
     actor_only: bool,
     lr: float = 3e-4,
     weight_decay: float = 0.0,
@@ -68,12 +65,8 @@ def make_update(
     critic_params, actor_params = [*qf1.parameters(), *qf2.parameters()], list(actor.parameters())
     critic_target_params = [*qf1_target.parameters(), *qf2_target.parameters()]
     actor_target_params = list(target_actor.parameters())
-    if lean_adam:
-        q_optimizer = LeanAdam(critic_params, lr=lr, weight_decay=weight_decay)
-        actor_optimizer = LeanAdam(actor_params, lr=lr, weight_decay=weight_decay)
-    else:
-        q_optimizer = torch.optim.Adam(critic_params, lr=lr, weight_decay=weight_decay, fused=True)
-        actor_optimizer = torch.optim.Adam(actor_params, lr=lr, weight_decay=weight_decay, fused=True)
+    q_optimizer = torch.optim.Adam(critic_params, lr=lr, weight_decay=weight_decay, fused=True)
+    actor_optimizer = torch.optim.Adam(actor_params, lr=lr, weight_decay=weight_decay, fused=True)
     if saved is not None:
         q_optimizer.load_state_dict(copy.deepcopy(saved["optimizers"]["q"]))  # a copy: loading may share its tensors
         actor_optimizer.load_state_dict(copy.deepcopy(saved["optimizers"]["actor"]))
@@ -112,8 +105,9 @@ if __name__ == "__main__":
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     buffer = [torch.randn(args.buffer, obs_dim), torch.rand(args.buffer, act_dim) * 2 - 1]
     buffer += [torch.randn(args.buffer, obs_dim), torch.randn(args.buffer), torch.zeros(args.buffer)]
-    variants = {"plain": (False, False), "fused": (False, True), "lean": (True, True)}  # (LeanAdam, actor-only backward)
-    updates = {name: make_update(script, env, buffer, args.batch_size, *flags) for name, flags in variants.items()}
+    updates = {
+        name: make_update(script, env, buffer, args.batch_size, actor_only=name == "ours") for name in ("plain", "ours")
+    }
     times: dict[str, list[float]] = {name: [] for name in updates}
     for update in updates.values():
         for _ in range(50):  # warm-up: allocations, optimizer state
@@ -128,6 +122,5 @@ if __name__ == "__main__":
     print(f"dense TD3 update, HalfCheetah shapes, batch {args.batch_size}, {threads} torch threads, {rounds} rounds:")
     for name, values in times.items():
         print(f"  {name}: {statistics.median(values):.2f} ms per iteration ({' '.join(f'{v:.2f}' for v in values)})")
-    for a, b in (("plain", "lean"), ("plain", "fused"), ("fused", "lean")):
-        ratios = [x / y for x, y in zip(times[a], times[b])]
-        print(f"  {a} / {b}: x{statistics.median(ratios):.3f} (per round: {' '.join(f'x{r:.3f}' for r in ratios)})")
+    ratios = [plain / ours for plain, ours in zip(times["plain"], times["ours"])]
+    print(f"  plain / ours: x{statistics.median(ratios):.3f} (per round: {' '.join(f'x{r:.3f}' for r in ratios)})")

@@ -22,7 +22,7 @@ import torch
 RLX2_DIR = os.environ.get("RLX2_RELEASED_DIR")
 pytestmark = pytest.mark.skipif(not RLX2_DIR, reason="set RLX2_RELEASED_DIR to a clone of tyq1024/RLx2 at 3f4898b")
 
-# float32 tolerance: torch.optim.Adam (theirs, foreach) and our LeanAdam (fused arithmetic) round differently in the
+# float32 tolerance: torch.optim.Adam (theirs, foreach) and ours (fused=True) round differently in the
 # last bits, and the n-step return sums in another order; over a few hundred iterations that stays far below this
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
 

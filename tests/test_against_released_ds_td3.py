@@ -34,7 +34,7 @@ ENV_ID, BATCH, LEARNING_STARTS, ITERATIONS = "Hopper-v4", 32, 100, 200  # Hopper
 INTERVAL = 30  # topology updates at iterations 30, 60, ..., 180: six of the critic and six of the actor
 TOPOLOGY_END = 10_000  # past the run: every update regrows (the released last update prunes only, not reached here)
 # float32, elementwise |theirs - ours| <= ATOL + RTOL |ours|. Both sides compute the same forward and backward, but
-# ours steps torch's fused Adam kernel (LeanAdam) and soft-updates with lerp, t + tau (p - t), where theirs steps the
+# ours steps torch's fused Adam (fused=True) and soft-updates with lerp, t + tau (p - t), where theirs steps the
 # for-loop torch.optim.Adam and computes tau p + (1 - tau) t: each rounds differently in the last bit, and the
 # iterations carry those bits on, a random walk. Weights are up to ~1 in size (one float32 ulp: 6e-8 in [0.5, 1)).
 # Largest difference seen here (one thread): 4e-9 after the first iteration, 2.0e-7 online and 4.2e-7 in the targets

@@ -9,51 +9,11 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT
 
-from common.masks import reset_adam_moments
-from common.speed import LeanAdam
-
-
-def test_lean_adam_steps_exactly_like_torch_fused_adam_and_close_to_the_loop():
-    torch.manual_seed(0)
-    params = [torch.randn(64, 32), torch.randn(64), torch.randn(1, 64)]
-    lean, fused, loop = ([torch.nn.Parameter(p.clone()) for p in params] for _ in range(3))
-    optimizers = (
-        LeanAdam(lean, lr=1e-3, weight_decay=2e-4),
-        torch.optim.Adam(fused, lr=1e-3, weight_decay=2e-4, fused=True),
-        torch.optim.Adam(loop, lr=1e-3, weight_decay=2e-4, foreach=False),  # the plain per-tensor loop
-    )
-    for step in range(20):
-        grads = [torch.randn_like(p) for p in params]
-        for group, optimizer in zip((lean, fused, loop), optimizers):
-            for p, g in zip(group, grads):
-                p.grad = g.clone()
-            optimizer.step()
-        if step == 10:  # in-place edits of the moments (reset of grown connections) reach the cached lists
-            grown = torch.rand(64, 32) < 0.3
-            for group, optimizer in zip((lean, fused, loop), optimizers):
-                reset_adam_moments(optimizer, [group[0]], [grown])
-    assert all(torch.equal(a, b) for a, b in zip(lean, fused))
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(lean, loop))
-    assert all(int(optimizers[0].state[p]["step"]) == 20 for p in lean)
-    restored = LeanAdam([torch.nn.Parameter(p.detach().clone()) for p in lean], lr=1e-3, weight_decay=2e-4)
-    restored.load_state_dict(optimizers[0].state_dict())
-    assert int(restored.state[restored.param_groups[0]["params"][0]]["step"]) == 20
-
-
-def test_lean_adam_falls_back_when_a_parameter_has_no_gradient():
-    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
-    optimizer = LeanAdam([a, b], lr=0.1)
-    a.grad, b.grad = torch.ones(3), torch.ones(3)
-    optimizer.step()
-    a.grad, b.grad = torch.ones(3), None  # torch's step skips b
-    optimizer.step()
-    assert int(optimizer.state[a]["step"]) == 2 and int(optimizer.state[b]["step"]) == 1
-
 
 @pytest.mark.parametrize("script", ["sparse_td3.py", "rlx2_td3.py", "sparse_sac.py"])
 def test_optimized_update_matches_the_plain_formulation(script):
-    """Five critic + actor updates on a fixed batch: the scripts' LeanAdam and actor backward restricted to the actor's
-    parameters against torch's Adam and a full backward. Same losses, same actor gradients, same weights."""
+    """Five critic + actor updates on a fixed batch: the scripts' fused Adam and actor backward restricted to the actor's
+    parameters against torch's per-tensor Adam and a full backward. Same losses, same actor gradients, same weights."""
     module = runpy.run_path(str(ROOT / script), run_name="not_main")  # the classes only
     env = gym.make("Hopper-v4")
     torch.manual_seed(0)
@@ -63,7 +23,8 @@ def test_optimized_update_matches_the_plain_formulation(script):
     history = {}
     for name, (actor, qf1) in nets.items():
         if name == "optimized":
-            q_optimizer, actor_optimizer = LeanAdam(qf1.parameters(), lr=1e-3), LeanAdam(actor.parameters(), lr=1e-3)
+            q_optimizer = torch.optim.Adam(qf1.parameters(), lr=1e-3, fused=True)
+            actor_optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3, fused=True)
         else:
             q_optimizer = torch.optim.Adam(qf1.parameters(), lr=1e-3, foreach=False)
             actor_optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3, foreach=False)
