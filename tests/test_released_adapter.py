@@ -2,8 +2,10 @@
 each release logged under our tags."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import gymnasium
 import numpy as np
@@ -110,3 +112,40 @@ def test_a_short_run_of_their_code_logs_our_tags(tmp_path, variable, algo):
     scalars = logged_scalars(str(run_dir), steps=True)
     assert [step for step, _ in scalars["eval/episodic_return"]] == [0, 1000, 2000]
     assert scalars["charts/episodic_return"]  # their training episodes, at the env step each ended
+
+
+def test_a_run_carried_across_a_criu_dump_logs_what_the_unbroken_run_logs(tmp_path):
+    """Their code saves nothing to resume from. CRIU stops a process tree, writes it to disk and restarts it later on the
+    same machine: how a released run longer than a working stretch crosses a stop. A run dumped mid-training (topology
+    updates, n-step targets and buffer checks on) and restored must log, to the bit, what the same run logs unbroken."""
+    criu = os.environ.get("CRIU")
+    if not (criu and os.environ.get("RLX2_RELEASED_DIR")):
+        pytest.skip("set CRIU to a criu binary (4.0 or later; run as root) and RLX2_RELEASED_DIR to a clone of RLx2")
+    short = "--eval_freq 500 --delta 500 --delay_nstep 1000 --buffer_adjustment_interval 500"
+    command = [sys.executable, str(ROOT / "reproduce/released.py"), "--algo", "rlx2-td3", "--env-id", "Hopper-v4"]
+    command += ["--total-timesteps", "4000", "--learning-starts", "1000", f"--released-args={short}"]
+    runs = {}
+    for name in ("unbroken", "carried"):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "out.log", "w") as log:  # a session leader: criu dumps the tree under it
+            runs[name] = subprocess.Popen(command, cwd=tmp_path / name, stdout=log, stderr=log, start_new_session=True)
+    carried, log = runs["carried"], tmp_path / "carried/out.log"
+    while "step 2500/4000" not in log.read_text():
+        assert carried.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.1)
+    images = tmp_path / "images"
+    images.mkdir()
+    subprocess.run([criu, "dump", "-t", str(carried.pid), "-D", str(images)], check=True, capture_output=True)
+    assert carried.wait() == -signal.SIGKILL  # gone, and reaped: restore needs its pid free
+    time.sleep(1)
+    subprocess.run([criu, "restore", "-D", str(images), "-d"], check=True, capture_output=True)
+    assert runs["unbroken"].wait(timeout=600) == 0
+    while os.path.exists(f"/proc/{carried.pid}"):  # no longer our child: init reaps it
+        time.sleep(0.1)
+    assert log.read_text().splitlines()[-1] == "step 4000/4000"
+
+    (unbroken_dir,), (carried_dir,) = [list((tmp_path / name / "runs").iterdir()) for name in runs]
+    unbroken, carried = logged_scalars(str(unbroken_dir), steps=True), logged_scalars(str(carried_dir), steps=True)
+    assert [step for step, _ in carried["eval/episodic_return"]] == list(range(0, 4001, 500))
+    del unbroken["charts/SPS"], carried["charts/SPS"]  # wall-clock
+    assert carried == unbroken
