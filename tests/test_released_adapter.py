@@ -129,9 +129,9 @@ def test_a_run_carried_across_a_criu_dump_logs_what_the_unbroken_run_logs(tmp_pa
         (tmp_path / name).mkdir()
         with open(tmp_path / name / "out.log", "w") as log:  # a session leader: criu dumps the tree under it
             runs[name] = subprocess.Popen(command, cwd=tmp_path / name, stdout=log, stderr=log, start_new_session=True)
-    carried, log = runs["carried"], tmp_path / "carried/out.log"
+    carried, log, deadline = runs["carried"], tmp_path / "carried/out.log", time.monotonic() + 600
     while "step 2500/4000" not in log.read_text():
-        assert carried.poll() is None, log.read_text()[-2000:]
+        assert carried.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.1)
     images = tmp_path / "images"
     images.mkdir()
@@ -141,6 +141,7 @@ def test_a_run_carried_across_a_criu_dump_logs_what_the_unbroken_run_logs(tmp_pa
     subprocess.run([criu, "restore", "-D", str(images), "-d"], check=True, capture_output=True)
     assert runs["unbroken"].wait(timeout=600) == 0
     while os.path.exists(f"/proc/{carried.pid}"):  # no longer our child: init reaps it
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.1)
     assert log.read_text().splitlines()[-1] == "step 4000/4000"
 
