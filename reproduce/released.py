@@ -17,7 +17,8 @@ their runs beside ours; a `step N/M` line after each evaluation lets `reproduce/
 Their script runs in the run's directory (`runs/{env}__{algo}-released__{seed}__{time}`, beside the TensorBoard log), so
 what it writes to its working directory (RLx2: `results_TD3/` or `results_SAC/`; DS-TD3: `results/`, `models/`) stays
 with the run (a path in --released-args is read from there too). Their runs cannot resume (the released code saves no
-training state): a stopped run starts again from step 0.
+training state): a stopped run starts again from step 0, unless the process itself is dumped and restored with CRIU
+(docs/released.md says how).
 """
 
 import hashlib
