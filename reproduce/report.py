@@ -512,9 +512,18 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
             paper += f" ({published.paper.name}; budget: {published.paper.budget})"
         lines.append(f"| {ours} | {theirs} | {at:,} | {finals[0]} | {finals[1]} | {difference:+.1f} | {spread:.1f} "
                      f"| {percents[0]} | {percents[1]} | {paper} |")  # fmt: skip
-        if min(own.seeds, their.seeds) < 2:
-            readings.append(f"- `{ours}` and `{theirs}` at {at:,} steps: one seed on a side, no spread to judge the "
+        if own.seeds < 2 and their.seeds < 2:
+            readings.append(f"- `{ours}` and `{theirs}` at {at:,} steps: one seed on each side, no spread to judge the "
                             "difference by yet.")  # fmt: skip
+        elif min(own.seeds, their.seeds) < 2:  # where the one seed lies against the other side's seeds
+            (single, s), (other, o) = sorted(((ours, own), (theirs, their)), key=lambda pair: pair[1].seeds)
+            inside = abs(s.final_mean - o.final_mean) <= o.final_std
+            readings.append(
+                f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
+                f"{abs(difference):.1f}; `{single}` holds one seed, which lies {'inside' if inside else 'outside'} "
+                f"`{other}`'s mean ± std ({o.final_mean:.1f} ± {o.final_std:.1f}): no spread of its own to judge the "
+                "difference by yet."
+            )
         else:
             beyond = abs(difference) > spread
             readings.append(

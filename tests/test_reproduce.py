@@ -413,7 +413,17 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
     assert text.count("| rlx2 | rlx2-released |") == 1  # none of theirs complete: not under "Complete runs only"
     runs = [run for run in report.read_csvs(tmp_path) if run.config in ("rlx2", "rlx2-released") and run.seed == 1]
     assert report.released_table("Hopper-v4", runs)[-1] == (
-        "- `rlx2` and `rlx2-released` at 10,000 steps: one seed on a side, no spread to judge the difference by yet."
+        "- `rlx2` and `rlx2-released` at 10,000 steps: one seed on each side, no spread to judge the difference by yet."
+    )
+    # one seed on one side only: whether it lies inside the other side's mean ± std (42 against 60 ± 5; 55 against 42 ± 2)
+    runs = [run for run in report.read_csvs(tmp_path) if run.config in ("rlx2", "rlx2-released")]
+    assert report.released_table("Hopper-v4", [run for run in runs if run.config == "rlx2" or run.seed == 1])[-1] == (
+        "- `rlx2` and `rlx2-released` at 10,000 steps: ours above theirs by 20.0; `rlx2-released` holds one seed, which "
+        "lies outside `rlx2`'s mean ± std (60.0 ± 5.0): no spread of its own to judge the difference by yet."
+    )
+    assert report.released_table("Hopper-v4", [run for run in runs if run.config != "rlx2" or run.seed == 1])[-1] == (
+        "- `rlx2` and `rlx2-released` at 10,000 steps: ours above theirs by 13.0; `rlx2` holds one seed, which "
+        "lies outside `rlx2-released`'s mean ± std (42.0 ± 2.0): no spread of its own to judge the difference by yet."
     )
     assert report.released_table("Hopper-v4", [run for run in runs if run.config == "rlx2"]) == []
     # the released code's dense setting not run: theirs over ours' dense twin, named (42 over 100)
