@@ -512,6 +512,8 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
             paper += f" ({published.paper.name}; budget: {published.paper.budget})"
         lines.append(f"| {ours} | {theirs} | {at:,} | {finals[0]} | {finals[1]} | {difference:+.1f} | {spread:.1f} "
                      f"| {percents[0]} | {percents[1]} | {paper} |")  # fmt: skip
+        said = f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
+        said += f"{abs(difference):.1f}"
         if own.seeds < 2 and their.seeds < 2:
             readings.append(f"- `{ours}` and `{theirs}` at {at:,} steps: one seed on each side, no spread to judge the "
                             "difference by yet.")  # fmt: skip
@@ -519,16 +521,14 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
             (single, s), (other, o) = sorted(((ours, own), (theirs, their)), key=lambda pair: pair[1].seeds)
             inside = abs(s.final_mean - o.final_mean) <= o.final_std
             readings.append(
-                f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
-                f"{abs(difference):.1f}; `{single}` holds one seed, which lies {'inside' if inside else 'outside'} "
+                f"{said}; `{single}` holds one seed, which lies {'inside' if inside else 'outside'} "
                 f"`{other}`'s mean ± std ({o.final_mean:.1f} ± {o.final_std:.1f}): no spread of its own to judge the "
                 "difference by yet."
             )
         else:
             beyond = abs(difference) > spread
             readings.append(
-                f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
-                f"{abs(difference):.1f}, {'more' if beyond else 'less'} than the seeds' spread ({spread:.1f})"
+                f"{said}, {'more' if beyond else 'less'} than the seeds' spread ({spread:.1f})"
                 + (": the two differ beyond seed noise here." if beyond else ": not told apart by these seeds.")
             )
     return lines + ["", *readings]
