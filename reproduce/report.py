@@ -512,11 +512,10 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
             paper += f" ({published.paper.name}; budget: {published.paper.budget})"
         lines.append(f"| {ours} | {theirs} | {at:,} | {finals[0]} | {finals[1]} | {difference:+.1f} | {spread:.1f} "
                      f"| {percents[0]} | {percents[1]} | {paper} |")  # fmt: skip
-        said = f"- `{ours}` and `{theirs}` at {at:,} steps: ours {'above' if difference > 0 else 'below'} theirs by "
-        said += f"{abs(difference):.1f}"
+        head = f"- `{ours}` and `{theirs}` at {at:,} steps: "
+        said = f"{head}ours {'above' if difference > 0 else 'below'} theirs by {abs(difference):.1f}"
         if own.seeds < 2 and their.seeds < 2:
-            readings.append(f"- `{ours}` and `{theirs}` at {at:,} steps: one seed on each side, no spread to judge the "
-                            "difference by yet.")  # fmt: skip
+            readings.append(f"{head}one seed on each side, no spread to judge the difference by yet.")
         elif min(own.seeds, their.seeds) < 2:  # where the one seed lies against the other side's seeds
             (single, s), (other, o) = sorted(((ours, own), (theirs, their)), key=lambda pair: pair[1].seeds)
             inside = abs(s.final_mean - o.final_mean) <= o.final_std

@@ -425,6 +425,15 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
         "- `rlx2` and `rlx2-released` at 10,000 steps: ours above theirs by 13.0; `rlx2` holds one seed, which "
         "lies outside `rlx2-released`'s mean ± std (42.0 ± 2.0): no spread of its own to judge the difference by yet."
     )
+    inside = tmp_path / "inside"  # theirs' one seed at 57, inside ours' 60 ± 5
+    for seed, offset in ((1, 0), (2, 10)):
+        write_run(inside, "rlx2", "Hopper-v4", seed, None, {s: s / 100 + offset for s in ours}, {})
+    write_run(inside, "rlx2-released", "Hopper-v4", 1, None, {s: 57.0 for s in theirs}, {}, done=False)
+    report.write_csvs(inside, inside)
+    assert report.released_table("Hopper-v4", report.read_csvs(inside))[-1] == (
+        "- `rlx2` and `rlx2-released` at 10,000 steps: ours above theirs by 3.0; `rlx2-released` holds one seed, which "
+        "lies inside `rlx2`'s mean ± std (60.0 ± 5.0): no spread of its own to judge the difference by yet."
+    )
     assert report.released_table("Hopper-v4", [run for run in runs if run.config == "rlx2"]) == []
     # the released code's dense setting not run: theirs over ours' dense twin, named (42 over 100)
     runs = [run for run in report.read_csvs(tmp_path) if run.config != "rlx2-dense-released"]
