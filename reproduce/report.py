@@ -30,8 +30,8 @@ completed where the record has, keep their rows as recorded. They write to --out
 
 Definitions, per configuration and env, over its seeds that have evaluations, each cut at the last evaluation step all
 of them reached (the table's steps):
-- in progress: a run of the configuration is not complete (running, failed, interrupted or not started); the table
-  says "in progress: k of n seeds at step N" and lists the runs that are not complete;
+- incomplete: a run of the configuration is not complete (running, failed, interrupted or not started); the table
+  says "incomplete: k of n seeds at step N" and lists the runs that are not complete;
 - final return: each seed's mean of its last 10 evaluations, then mean +- std over seeds (population std, ddof=0);
 - % of dense twin: our final return over the twin's, x 100, both at the smaller of their two steps (the cell names
   that step when it is not ours); none when the twin's is not positive;
@@ -51,7 +51,7 @@ of them reached (the table's steps):
   returns, ours minus theirs and the seeds' spread (ours' std plus theirs': a larger difference means the mean +- std
   ranges do not overlap, said under the table), and each one's % of its own dense twin (theirs over ours' twin, the
   cell naming it, where the released code's dense setting has not run on the env) beside the paper's;
-- complete runs only: where a configuration in progress cuts a complete run short (at the step its seeds still running
+- complete runs only: where an incomplete configuration cuts a complete run short (at the step its seeds not complete
   reached), a second table holds the env's complete runs alone, each to its last step;
 - SPS: the median over seeds of each run's last `charts/SPS` (its average env steps per second over the run).
 """
@@ -381,7 +381,7 @@ def env_table(summaries: list[Summary]) -> list[str]:
     ]
     for s in summaries:
         last = s.last.get
-        seeds = f"{s.seeds}" if s.complete else f"in progress: {s.seeds} of {s.runs} seeds at step {s.steps:,}"
+        seeds = f"{s.seeds}" if s.complete else f"incomplete: {s.seeds} of {s.runs} seeds at step {s.steps:,}"
         percent = fmt(s.percent_of_twin, ".1f", "%")
         if s.percent_of_twin is not None and s.compared_at != s.steps:
             percent += f" (at {s.compared_at:,})"
@@ -535,7 +535,7 @@ def released_table(env_id: str, runs: list[RunLog]) -> list[str]:
 
 def seeds_said(s: Summary) -> str:
     """A configuration's seeds in a cell: how many, and how many of the sweep's while some are not complete."""
-    return f"{s.seeds} seed{'s' if s.seeds > 1 else ''}" + ("" if s.complete else f" of {s.runs}, in progress")
+    return f"{s.seeds} seed{'s' if s.seeds > 1 else ''}" + ("" if s.complete else f" of {s.runs}, incomplete")
 
 
 def env_tables(env_id: str, summaries: list[Summary], runs: list[RunLog]) -> list[str]:
@@ -598,7 +598,7 @@ def plot_curves(by_env: dict[str, list[Summary]], path: Path) -> None:
     fig, axes = figure_grid(len(panels), 3, 5.5, 4)
     for ax, (env_id, pair) in zip(axes, panels):
         for s, colour, style in zip(pair, ("C0", "C1"), ("-", "--")):  # the sparse configuration, then its dense twin
-            label = f"{s.config} ({s.seeds} seed{'s' if s.seeds > 1 else ''}{'' if s.complete else ', in progress'})"
+            label = f"{s.config} ({s.seeds} seed{'s' if s.seeds > 1 else ''}{'' if s.complete else ', incomplete'})"
             ax.plot(s.curve_steps, s.curve_mean, color=colour, linestyle=style, label=label)
             low, high = s.curve_mean - s.curve_std, s.curve_mean + s.curve_std
             ax.fill_between(s.curve_steps, low, high, color=colour, alpha=0.2, linewidth=0)
@@ -699,8 +699,9 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         "cell when it is not this row's). Sparsity, FLOPs (relative to the dense network) and weights (no biases): the "
         "runs' last logged values, mean over seeds. Steps to reach dense twin: first evaluation at which the "
         "seed-averaged score (mean of the last up to 10 evaluations) reaches the twin's final return (cut as for %). "
-        "SPS: median over seeds of each run's average. In progress: a run of the configuration is not complete; the "
-        "row holds its seeds with evaluations, each cut at the last step all of them reached.",
+        "SPS: median over seeds of each run's average. Incomplete: a run of the configuration is not complete "
+        "(running, stopped or failed); the row holds its seeds with evaluations, each cut at the last step all of them "
+        "reached.",
         "",
         "This page and its figures (`curves.png`, and `buffer.png` where a run logs a buffer capacity) are made from "
         "`evals.csv` (every evaluation of every run) and `runs.csv` (one row per run) alone: "
@@ -712,7 +713,7 @@ def write_report(data_dir: Path, out: Path | None = None) -> str:
         env_runs = [run for run in runs if run.env_id == env_id]
         lines += ["", f"## {env_id}", "", *env_tables(env_id, summaries, env_runs)]
         complete = [run for run in env_runs if run.complete]
-        cut = {s.config: s.steps for s in summaries if not s.complete}  # the step an in-progress row cuts its seeds at
+        cut = {s.config: s.steps for s in summaries if not s.complete}  # the step an incomplete row cuts its seeds at
         if any(run.config in cut and run.evals["step"][-1] > cut[run.config] for run in complete):
             lines += [
                 "Complete runs only (the rows above cut every seed at the step all of them reached; these hold the "

@@ -1,5 +1,5 @@
 """The reproduction harness: the sweep runner (dedup, failures, resume, Ctrl-C, submitit) and the report (exact
-numbers on synthetic TensorBoard logs, its CSV data, the page re-made from that data alone, runs in progress), and one
+numbers on synthetic TensorBoard logs, its CSV data, the page re-made from that data alone, runs not complete), and one
 end-to-end pass of the first reproduction's preset at a tiny budget."""
 
 import csv
@@ -288,7 +288,7 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
     assert "| early | falling | 2 | 20,000 | 1.0 ± 0.0 | — | 50.0% | 60.0% | 0.450x | 0.500x | — | — |" in text
     # % of the twin at each quarter of the steps (sparse 35, 60, 110 over dense 18, 30.5, 55.5); no paper for "sparse"
     assert "| sparse | dense | 194.4% (5,000) | 196.7% (10,000) | 198.2% (15,000) | 198.8% (20,000) | — | — |" in text
-    assert "in progress" not in text and "Not complete" not in text and "Complete runs only" not in text
+    assert "| incomplete: " not in text and "Not complete" not in text and "Complete runs only" not in text
     # the published numbers for Hopper, labelled as theirs, with budget, env version and seeds
     assert "Published (theirs, not ours" in text
     assert "| Sokar et al., IJCAI 2022 | DS-TD3 | ~50% overall | 3587 ± 71 | 164.2% | 1M steps | Hopper-v3 (gym) | 5 |" in text
@@ -303,7 +303,7 @@ def test_report_numbers_on_synthetic_logs(tmp_path):
 
 def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone(tmp_path):
     """evals.csv: one row per evaluation, with the value each logged quantity had then; runs.csv: one row per run,
-    started or not. The page made from them alone is the page made from the sweep; runs not complete are in progress."""
+    started or not. The page made from them alone is the page made from the sweep; the table marks the runs not complete."""
     sweep_dir, data = tmp_path / "sweep", tmp_path / "data"
     steps = range(0, 50_001, 5000)  # 11 evaluations
     n_step, capacity = {1000: 1, 30_000: 2, 40_000: 3}, {10_000: 1e6, 20_000: 1e6, 30_000: 5e5, 40_000: 2.5e5, 50_000: 2.5e5}
@@ -352,8 +352,8 @@ def test_report_keeps_every_evaluation_as_csv_and_remakes_the_page_from_it_alone
             "| 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) | +130.3 points |") in text  # fmt: skip
     assert ("- `rlx2`, at 25,000 steps: 130.3 points above the paper's % of dense (their budget: 3M steps (its default)); "
             "at 5,000, 69.7 points above. A % of dense also depends on how far each dense twin got") in text  # fmt: skip
-    assert "| rlx2-dense | — | in progress: 2 of 3 seeds at step 25,000 | 25,000 | 55.0 ± 5.0 | — | 0.0% | 0.0% |" in text
-    # and, as the twin is in progress, its complete seed beside rlx2's three, each to its last step (110: s / 250)
+    assert "| rlx2-dense | — | incomplete: 2 of 3 seeds at step 25,000 | 25,000 | 55.0 ± 5.0 | — | 0.0% | 0.0% |" in text
+    # and, as the twin is incomplete, its complete seed beside rlx2's three, each to its last step (110: s / 250)
     complete_only = text.split("Complete runs only")[1].split("Published")[0]
     assert "| rlx2 | rlx2-dense | 3 | 50,000 | 275.0 ± 0.0 | 250.0% |" in complete_only
     assert "| rlx2-dense | — | 1 | 50,000 | 110.0 ± 0.0 | — |" in complete_only
@@ -393,7 +393,7 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
     spread, each over its own dense twin (cut at the twin's last step where that is earlier), the paper's % beside."""
     ours, theirs = range(1000, 20_001, 1000), range(1000, 10_001, 1000)
     for seed, offset in ((1, 0), (2, 10)):
-        # ours at 10,000: finals 55 and 65 (60 ± 5), over a dense twin at 100; theirs (in progress): 42 ± 2 over 50
+        # ours at 10,000: finals 55 and 65 (60 ± 5), over a dense twin at 100; theirs (incomplete): 42 ± 2 over 50
         write_run(tmp_path, "rlx2", "Hopper-v4", seed, "rlx2-dense", {s: s / 100 + offset for s in ours}, {})
         write_run(tmp_path, "rlx2-dense", "Hopper-v4", seed, None, {s: 100.0 for s in ours}, {})
         write_run(tmp_path, "rlx2-released", "Hopper-v4", seed, "rlx2-dense-released",
@@ -403,7 +403,7 @@ def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reache
     report.write_csvs(tmp_path, tmp_path)
     text = report.write_report(tmp_path)
     assert (
-        "| rlx2 | rlx2-released | 10,000 | 60.0 ± 5.0 (2 seeds) | 42.0 ± 2.0 (2 seeds of 3, in progress) | +18.0 | 7.0 "
+        "| rlx2 | rlx2-released | 10,000 | 60.0 ± 5.0 (2 seeds) | 42.0 ± 2.0 (2 seeds of 3, incomplete) | +18.0 | 7.0 "
         "| 60.0% | 84.0% (at 8,000) | 97.0% (Tan et al., ICLR 2023; budget: 3M steps (its default)) |"
     ) in text
     assert (
