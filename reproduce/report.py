@@ -42,7 +42,8 @@ of them reached (the table's steps):
   evaluation step before the cut), and at it; beside it the paper's % of dense for the method on the env (PAPER_METHOD
   names the method of a config) and ours minus it, in points; under the table, each such row said plainly: how far
   below or above the paper's % it ends, and whether a shortfall shrank from the first quarter to the end (as a
-  shorter budget than theirs would explain) or not (more steps alone do not close it);
+  shorter budget than theirs would explain) or not (more steps alone do not close it), or that a run as long as the
+  paper's is not short of it by its budget;
 - steps to reach the dense twin: the first evaluation step at which the score (mean of the last up to 10
   evaluations) of the seed-averaged curve reaches the twin's final return, both cut as for %; "not reached" if never,
   none where the % is none;
@@ -58,6 +59,7 @@ of them reached (the table's steps):
 
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,9 +444,16 @@ def gap_table(env_id: str, summaries: list[Summary]) -> list[str]:
     return lines + ([""] + readings if readings else [])
 
 
+def budget_steps(budget: str) -> float:
+    """The env steps of a published budget ("1M steps", "500k steps (its default)"); infinite where it is not stated."""
+    match = re.match(r"([\d.]+)([kM]) steps", budget)
+    return float(match[1]) * {"k": 1e3, "M": 1e6}[match[2]] if match else float("inf")
+
+
 def reading(s: Summary, theirs: float, budget: str) -> str:
     """One configuration's % of dense against the paper's, said plainly: how far below or above it, and whether the
-    distance shrank over our run (what a longer budget could explain) or not."""
+    distance shrank over our run (what a longer budget could explain) or not; a run as long as the paper's is not
+    short of it by its budget."""
     gap = s.percent_of_twin - theirs
     text = f"- `{s.config}`, at {s.compared_at:,} steps: {abs(gap):.1f} points {'below' if gap < 0 else 'above'} the "
     text += f"paper's % of dense (their budget: {budget})"
@@ -454,6 +463,8 @@ def reading(s: Summary, theirs: float, budget: str) -> str:
     text += f"; at {step:,}, {abs(first - theirs):.1f} points {'below' if first < theirs else 'above'}."
     if gap >= 0:
         why = "A % of dense also depends on how far each dense twin got in its budget."
+    elif s.compared_at >= budget_steps(budget):
+        why = "Our run is as long as the paper's: its budget does not explain the shortfall."
     elif first - theirs < gap:
         why = "The shortfall shrinks with steps, as a shorter budget would explain; whether it closes by theirs, this run "
         why += "does not show."

@@ -386,6 +386,12 @@ def test_report_says_plainly_how_far_from_the_papers_percent_and_whether_the_dis
     )
     row.percent_over_training = [(500_000, 89.4)]  # nothing earlier to compare with
     assert report.reading(row, 99.8, "3M steps") == start + "."
+    # a run as long as the paper's: whether or not the shortfall shrank, its length does not explain it
+    row.percent_over_training = [(250_000, 84.0), (500_000, 89.4)]
+    for budget in ("500k steps", "0.5M steps"):
+        assert report.reading(row, 99.8, budget) == start.replace("3M steps", budget) + (
+            "; at 250,000, 15.8 points below. Our run is as long as the paper's: its budget does not explain the shortfall."
+        )
 
 
 def test_report_sets_ours_beside_the_released_codes_runs_at_the_step_both_reached(tmp_path):
